@@ -1,0 +1,56 @@
+//! The command tree. One file per command; each writes data to an injected writer.
+
+mod sandbox;
+
+use std::io::Write;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::logging::LogFormat;
+
+/// A self-hosted connector runtime for Toggl Track.
+///
+/// Receive Toggl webhooks, run actions and queries through a declarative connector definition,
+/// automate with rules — within Toggl's hourly quota. `toggl-connect serve --sandbox` runs the
+/// whole thing against a local Toggl-compatible sandbox, no account needed.
+#[derive(Debug, Parser)]
+#[command(name = "toggl-connect", version, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Log line format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "TOGGL_CONNECT_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// More log output (-v debug, -vv trace); `TOGGL_CONNECT_LOG` overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a local Toggl-compatible server (Track v9, Webhooks v1, Reports v3).
+    Sandbox(sandbox::SandboxArgs),
+}
+
+/// Runs the chosen command; returns the exit code on success.
+pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<u8> {
+    match cli.command {
+        Command::Sandbox(args) => sandbox::run(args, out),
+    }
+}
+
+/// A next step for errors that have an obvious one.
+pub fn hint_for(err: &anyhow::Error) -> Option<&'static str> {
+    let text = format!("{err:#}");
+    if text.contains("Address already in use") {
+        return Some("pick another port with --listen 127.0.0.1:0");
+    }
+    None
+}

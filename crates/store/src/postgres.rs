@@ -1,0 +1,1027 @@
+//! The PostgreSQL backend, for several instances sharing the work.
+//!
+//! Every write is an ordinary transaction; PostgreSQL's own WAL makes it durable at `COMMIT`
+//! (with the server's default `synchronous_commit=on`), and concurrent commits share flushes
+//! on the server side (`commit_delay`). Jobs are claimed with `FOR UPDATE SKIP LOCKED`, so
+//! concurrent workers on any instance never block on or take the same row. Leases and leader
+//! leases are timed with the server's `now()`, so instances with skewed clocks agree.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{
+    Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
+};
+use serde_json::Value;
+use tokio_postgres::types::{FromSql, ToSql};
+use tokio_postgres::{NoTls, Row};
+
+use crate::migrations::{self, Migration};
+use crate::{
+    AttemptOutcome, AttemptRecord, Counters, EventFilter, EventSource, InsertOutcome, Job,
+    JobDetail, JobFilter, JobStatus, NewEvent, NewJob, PruneCounts, Secret, StepResult, StoreError,
+    StoreOptions, StoredEvent, Subscription, check_lease, types::effective_limit,
+};
+
+/// Key of the transaction-level advisory lock that serialises migrations between instances
+/// starting at the same time ("toggl" in ASCII).
+const MIGRATION_LOCK: i64 = 0x74_6f_67_67_6c;
+
+#[derive(Clone)]
+pub(crate) struct PgStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: Pool,
+    counters: Counters,
+}
+
+type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
+
+/// Maps driver errors: lost connections, timeouts, server shutdown, resource exhaustion and
+/// serialization conflicts are transient (`Unavailable`); decode failures and damaged data are
+/// `Corrupt`; the rest is a bug (`Database`).
+fn map_err(e: tokio_postgres::Error, context: &str) -> StoreError {
+    if let Some(db) = e.as_db_error() {
+        let code = db.code().code();
+        let transient = ["08", "53", "57", "58"].iter().any(|c| code.starts_with(c))
+            || code == "40001"
+            || code == "40P01"
+            || code == "55P03";
+        if transient {
+            return StoreError::Unavailable {
+                context: context.to_owned(),
+                source: Some(Box::new(e)),
+            };
+        }
+        if code.starts_with("XX") {
+            return StoreError::Corrupt {
+                message: format!("{context}: {e}"),
+            };
+        }
+        return StoreError::Database {
+            context: context.to_owned(),
+            source: Box::new(e),
+        };
+    }
+    let text = e.to_string();
+    if e.is_closed()
+        || text.starts_with("error connecting")
+        || text.starts_with("error communicating")
+        || text.starts_with("timeout")
+        || text.starts_with("connection closed")
+    {
+        return StoreError::Unavailable {
+            context: context.to_owned(),
+            source: Some(Box::new(e)),
+        };
+    }
+    if text.starts_with("error deserializing") {
+        return StoreError::Corrupt {
+            message: format!("{context}: {e}"),
+        };
+    }
+    StoreError::Database {
+        context: context.to_owned(),
+        source: Box::new(e),
+    }
+}
+
+trait Ctx<T> {
+    fn ctx(self, context: &str) -> Result<T, StoreError>;
+}
+
+impl<T> Ctx<T> for Result<T, tokio_postgres::Error> {
+    fn ctx(self, context: &str) -> Result<T, StoreError> {
+        self.map_err(|e| map_err(e, context))
+    }
+}
+
+fn get<'a, T: FromSql<'a>>(row: &'a Row, idx: usize) -> Result<T, StoreError> {
+    row.try_get(idx)
+        .map_err(|e| StoreError::corrupt(format!("column {idx}: {e}")))
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+fn valid_schema(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.len() <= 63
+}
+
+const EVENT_COLS: &str = "id, event_id, dedupe_key, subscription_id, workspace_id, entity, action, \
+     trigger_name, entity_id, received_at, envelope, source";
+
+fn event_from_row(r: &Row) -> Result<StoredEvent, StoreError> {
+    let source: String = get(r, 11)?;
+    Ok(StoredEvent {
+        id: get(r, 0)?,
+        event_id: get(r, 1)?,
+        dedupe_key: get(r, 2)?,
+        subscription_id: get(r, 3)?,
+        workspace_id: get(r, 4)?,
+        entity: get(r, 5)?,
+        action: get(r, 6)?,
+        trigger: get(r, 7)?,
+        entity_id: get(r, 8)?,
+        received_at: get(r, 9)?,
+        envelope: get(r, 10)?,
+        source: EventSource::parse(&source)
+            .ok_or_else(|| StoreError::corrupt(format!("unknown event source {source:?}")))?,
+    })
+}
+
+const JOB_COLS: &str = "id, event_row_id, rule, step_index, step_name, payload, status, priority, \
+     not_before, attempts, lease_owner, lease_expires_at, sent_fingerprint, sent_at, result, \
+     last_error, created_at, updated_at, finished_at";
+
+fn parse_status(s: &str) -> Result<JobStatus, StoreError> {
+    JobStatus::parse(s).ok_or_else(|| StoreError::corrupt(format!("unknown job status {s:?}")))
+}
+
+fn non_negative(v: i32, what: &str) -> Result<u32, StoreError> {
+    u32::try_from(v).map_err(|_| StoreError::corrupt(format!("negative {what}")))
+}
+
+fn job_from_row(r: &Row) -> Result<Job, StoreError> {
+    let status: String = get(r, 6)?;
+    Ok(Job {
+        id: get(r, 0)?,
+        event_row_id: get(r, 1)?,
+        rule: get(r, 2)?,
+        step_index: non_negative(get(r, 3)?, "step_index")?,
+        step_name: get(r, 4)?,
+        payload: get(r, 5)?,
+        status: parse_status(&status)?,
+        priority: get(r, 7)?,
+        not_before: get(r, 8)?,
+        attempts: non_negative(get(r, 9)?, "attempts")?,
+        lease_owner: get(r, 10)?,
+        lease_expires_at: get(r, 11)?,
+        sent_fingerprint: get(r, 12)?,
+        sent_at: get(r, 13)?,
+        result: get(r, 14)?,
+        last_error: get(r, 15)?,
+        created_at: get(r, 16)?,
+        updated_at: get(r, 17)?,
+        finished_at: get(r, 18)?,
+    })
+}
+
+const SUBSCRIPTION_COLS: &str = "workspace_id, subscription_id, url_callback, secret, previous_secret, \
+     event_filters, enabled, validated, updated_at";
+
+fn subscription_from_row(r: &Row) -> Result<Subscription, StoreError> {
+    Ok(Subscription {
+        workspace_id: get(r, 0)?,
+        subscription_id: get(r, 1)?,
+        url_callback: get(r, 2)?,
+        secret: Secret::new(get::<String>(r, 3)?),
+        previous_secret: get::<Option<String>>(r, 4)?.map(Secret::new),
+        event_filters: get(r, 5)?,
+        enabled: get(r, 6)?,
+        validated: get(r, 7)?,
+        updated_at: get(r, 8)?,
+    })
+}
+
+async fn insert_jobs(
+    tx: &deadpool_postgres::Transaction<'_>,
+    event_row_id: i64,
+    jobs: &[NewJob],
+) -> Result<Vec<i64>, StoreError> {
+    if jobs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO jobs (event_row_id, rule, step_index, step_name, payload, status, \
+             priority, not_before, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, 'pending', $6, COALESCE($7, now()), now(), now()) \
+             RETURNING id",
+        )
+        .await
+        .ctx("preparing job insert")?;
+    let mut ids = Vec::with_capacity(jobs.len());
+    for j in jobs {
+        let step_index = i32::try_from(j.step_index)
+            .map_err(|_| StoreError::InvalidInput("step_index too large".into()))?;
+        let row = tx
+            .query_one(
+                &stmt,
+                &[
+                    &event_row_id,
+                    &j.rule,
+                    &step_index,
+                    &j.step_name,
+                    &j.payload,
+                    &j.priority,
+                    &j.not_before,
+                ],
+            )
+            .await
+            .ctx("inserting a job")?;
+        ids.push(get(&row, 0)?);
+    }
+    Ok(ids)
+}
+
+async fn lease_row(
+    tx: &deadpool_postgres::Transaction<'_>,
+    job_id: i64,
+) -> Result<Option<(JobStatus, Option<String>)>, StoreError> {
+    let row = tx
+        .query_opt(
+            "SELECT status, lease_owner FROM jobs WHERE id = $1 FOR UPDATE",
+            &[&job_id],
+        )
+        .await
+        .ctx("checking a lease")?;
+    row.map(|r| Ok((parse_status(&get::<String>(&r, 0)?)?, get(&r, 1)?)))
+        .transpose()
+}
+
+async fn job_status(
+    tx: &deadpool_postgres::Transaction<'_>,
+    job_id: i64,
+) -> Result<JobStatus, StoreError> {
+    lease_row(tx, job_id)
+        .await?
+        .map(|(s, _)| s)
+        .ok_or_else(|| StoreError::not_found("job", job_id))
+}
+
+async fn migrate(
+    client: &mut Object,
+    schema: Option<&str>,
+    list: &[Migration],
+) -> Result<(), StoreError> {
+    let mig = |version: u32, message: &str| {
+        let message = message.to_owned();
+        move |e: tokio_postgres::Error| StoreError::Migration {
+            version,
+            message,
+            source: Some(Box::new(e)),
+        }
+    };
+    let tx = client
+        .transaction()
+        .await
+        .map_err(|e| map_err(e, "beginning migrations"))?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(|e| map_err(e, "locking for migrations"))?;
+    if let Some(schema) = schema {
+        tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
+            .await
+            .map_err(mig(0, "creating the schema"))?;
+    }
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version INTEGER PRIMARY KEY, name TEXT NOT NULL,
+            applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+    )
+    .await
+    .map_err(mig(0, "creating schema_migrations"))?;
+    let applied: Vec<(u32, String)> = tx
+        .query(
+            "SELECT version, name FROM schema_migrations ORDER BY version",
+            &[],
+        )
+        .await
+        .map_err(mig(0, "reading schema_migrations"))?
+        .iter()
+        .map(|r| Ok((non_negative(get(r, 0)?, "version")?, get(r, 1)?)))
+        .collect::<Result<_, StoreError>>()?;
+    for m in migrations::pending(list, &applied)? {
+        tracing::info!(
+            version = m.version,
+            name = m.name,
+            "applying postgres migration"
+        );
+        tx.batch_execute(m.sql)
+            .await
+            .map_err(mig(m.version, m.name))?;
+        let version = i32::try_from(m.version).expect("migration versions are small");
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+            &[&version, &m.name],
+        )
+        .await
+        .map_err(mig(m.version, "recording migration"))?;
+    }
+    tx.commit().await.map_err(mig(0, "committing migrations"))
+}
+
+impl PgStore {
+    pub(crate) async fn open(url: &str, options: &StoreOptions) -> Result<PgStore, StoreError> {
+        let mut cfg: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| StoreError::Config(format!("bad postgres url: {e}")))?;
+        cfg.connect_timeout(options.connect_timeout);
+        if cfg.get_application_name().is_none() {
+            cfg.application_name("toggl-connect");
+        }
+        let mut session = cfg.get_options().unwrap_or_default().to_owned();
+        session.push_str(&format!(
+            " -c statement_timeout={}",
+            options.statement_timeout.as_millis().max(1)
+        ));
+        if let Some(schema) = &options.schema {
+            if !valid_schema(schema) {
+                return Err(StoreError::Config(format!(
+                    "schema {schema:?} must be letters, digits and _ only"
+                )));
+            }
+            session.push_str(&format!(" -c search_path={schema}"));
+        }
+        cfg.options(session.trim());
+        let manager = Manager::from_config(
+            cfg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(options.pool_size.max(1))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(options.connect_timeout))
+            .create_timeout(Some(options.connect_timeout))
+            .recycle_timeout(Some(options.connect_timeout))
+            .build()
+            .map_err(|e| StoreError::Config(format!("building the connection pool: {e}")))?;
+        let store = PgStore {
+            inner: Arc::new(Inner {
+                pool,
+                counters: Counters::default(),
+            }),
+        };
+        let mut client = store.client().await?;
+        migrate(&mut client, options.schema.as_deref(), migrations::POSTGRES).await?;
+        Ok(store)
+    }
+
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.inner.counters
+    }
+
+    async fn client(&self) -> Result<Object, StoreError> {
+        self.inner.pool.get().await.map_err(|e| match e {
+            PoolError::Backend(e) => map_err(e, "connecting to postgres"),
+            PoolError::Timeout(t) => {
+                StoreError::unavailable(format!("timed out getting a postgres connection ({t:?})"))
+            }
+            PoolError::Closed => StoreError::unavailable("postgres pool is closed"),
+            other => StoreError::Unavailable {
+                context: "getting a postgres connection".into(),
+                source: Some(Box::new(other)),
+            },
+        })
+    }
+
+    async fn commit(&self, tx: deadpool_postgres::Transaction<'_>) -> Result<(), StoreError> {
+        tx.commit().await.ctx("committing")?;
+        self.inner.counters.committed(1);
+        Ok(())
+    }
+
+    async fn query_rows<T>(
+        &self,
+        sql: &str,
+        params: Params<'_>,
+        map: fn(&Row) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(sql).await.ctx("preparing a query")?;
+        client
+            .query(&stmt, params)
+            .await
+            .ctx("running a query")?
+            .iter()
+            .map(map)
+            .collect()
+    }
+
+    /// Runs one write statement in its own transaction; returns the affected row count.
+    async fn execute(
+        &self,
+        sql: &str,
+        params: Params<'_>,
+        context: &str,
+    ) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let n = client.execute(sql, params).await.ctx(context)?;
+        self.inner.counters.committed(1);
+        Ok(n)
+    }
+
+    pub(crate) async fn insert_event(&self, ev: NewEvent) -> Result<InsertOutcome, StoreError> {
+        let key = ev.effective_dedupe_key();
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.ctx("beginning")?;
+        // ON CONFLICT DO NOTHING waits for a concurrent insert of the same key to finish, so
+        // exactly one of many concurrent deliveries inserts; the others see its committed row.
+        let row = tx
+            .query_opt(
+                "INSERT INTO events (dedupe_key, event_id, subscription_id, workspace_id, entity, \
+                 action, trigger_name, entity_id, received_at, envelope, source) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+                 ON CONFLICT (dedupe_key) DO NOTHING RETURNING id",
+                &[
+                    &key,
+                    &ev.event_id,
+                    &ev.subscription_id,
+                    &ev.workspace_id,
+                    &ev.entity,
+                    &ev.action,
+                    &ev.trigger,
+                    &ev.entity_id,
+                    &ev.received_at,
+                    &ev.envelope,
+                    &ev.source.as_str(),
+                ],
+            )
+            .await
+            .ctx("inserting an event")?;
+        let outcome = match row {
+            None => {
+                let row = tx
+                    .query_one("SELECT id FROM events WHERE dedupe_key = $1", &[&key])
+                    .await
+                    .ctx("looking up a duplicate")?;
+                InsertOutcome {
+                    id: get(&row, 0)?,
+                    duplicate: true,
+                    job_ids: Vec::new(),
+                }
+            }
+            Some(row) => {
+                let id: i64 = get(&row, 0)?;
+                if let (Some(state), Some(entity_id)) = (&ev.entity_state, ev.entity_id) {
+                    tx.execute(
+                        "INSERT INTO entity_state (entity, entity_id, state, at) \
+                         VALUES ($1, $2, $3, $4) \
+                         ON CONFLICT (entity, entity_id) DO UPDATE \
+                         SET state = excluded.state, at = excluded.at \
+                         WHERE excluded.at >= entity_state.at",
+                        &[&ev.entity, &entity_id, &state.state, &state.at],
+                    )
+                    .await
+                    .ctx("upserting entity state")?;
+                }
+                let job_ids = insert_jobs(&tx, id, &ev.jobs).await?;
+                InsertOutcome {
+                    id,
+                    duplicate: false,
+                    job_ids,
+                }
+            }
+        };
+        self.commit(tx).await?;
+        self.inner.counters.inserted(&outcome);
+        Ok(outcome)
+    }
+
+    pub(crate) async fn get_entity_state(
+        &self,
+        entity: String,
+        entity_id: i64,
+    ) -> Result<Option<(Value, DateTime<Utc>)>, StoreError> {
+        Ok(self
+            .query_rows(
+                "SELECT state, at FROM entity_state WHERE entity = $1 AND entity_id = $2",
+                &[&entity, &entity_id],
+                |r| Ok((get(r, 0)?, get(r, 1)?)),
+            )
+            .await?
+            .pop())
+    }
+
+    pub(crate) async fn list_events(&self, f: EventFilter) -> Result<Vec<StoredEvent>, StoreError> {
+        let sql = format!(
+            "SELECT {EVENT_COLS} FROM events \
+             WHERE ($1::text IS NULL OR trigger_name = $1) \
+             AND ($2::timestamptz IS NULL OR received_at >= $2) \
+             AND ($3::timestamptz IS NULL OR received_at < $3) \
+             AND ($4::bigint IS NULL OR id > $4) ORDER BY id LIMIT $5"
+        );
+        let limit = i64::from(effective_limit(f.limit));
+        self.query_rows(
+            &sql,
+            &[&f.trigger, &f.since, &f.until, &f.after_id, &limit],
+            event_from_row,
+        )
+        .await
+    }
+
+    pub(crate) async fn get_event(&self, id: i64) -> Result<Option<StoredEvent>, StoreError> {
+        let sql = format!("SELECT {EVENT_COLS} FROM events WHERE id = $1");
+        Ok(self.query_rows(&sql, &[&id], event_from_row).await?.pop())
+    }
+
+    pub(crate) async fn enqueue_jobs(
+        &self,
+        event_row_id: i64,
+        jobs: Vec<NewJob>,
+    ) -> Result<Vec<i64>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.ctx("beginning")?;
+        let exists = tx
+            .query_opt(
+                "SELECT id FROM events WHERE id = $1 FOR SHARE",
+                &[&event_row_id],
+            )
+            .await
+            .ctx("checking the event")?;
+        if exists.is_none() {
+            return Err(StoreError::not_found("event", event_row_id));
+        }
+        let ids = insert_jobs(&tx, event_row_id, &jobs).await?;
+        self.commit(tx).await?;
+        self.inner.counters.enqueued(ids.len());
+        Ok(ids)
+    }
+
+    pub(crate) async fn claim_jobs(
+        &self,
+        worker: String,
+        limit: u32,
+        lease: Duration,
+    ) -> Result<Vec<Job>, StoreError> {
+        let sql = format!(
+            "UPDATE jobs SET status = 'running', lease_owner = $1, \
+             lease_expires_at = now() + make_interval(secs => $3::float8), \
+             attempts = attempts + 1, updated_at = now() \
+             WHERE id IN (SELECT id FROM jobs WHERE status IN ('pending', 'running') AND \
+               ((status = 'pending' AND not_before <= now()) OR \
+                (status = 'running' AND lease_expires_at <= now())) \
+               ORDER BY priority, not_before, id LIMIT $2 FOR UPDATE SKIP LOCKED) \
+             RETURNING {JOB_COLS}"
+        );
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.ctx("beginning")?;
+        let rows = tx
+            .query(&sql, &[&worker, &i64::from(limit), &secs(lease)])
+            .await
+            .ctx("claiming jobs")?;
+        let mut jobs = rows
+            .iter()
+            .map(job_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.commit(tx).await?;
+        jobs.sort_by(|a, b| {
+            (a.priority, a.not_before, a.id).cmp(&(b.priority, b.not_before, b.id))
+        });
+        self.inner.counters.claimed(jobs.len());
+        Ok(jobs)
+    }
+
+    pub(crate) async fn renew_lease(
+        &self,
+        job_id: i64,
+        worker: String,
+        lease: Duration,
+    ) -> Result<DateTime<Utc>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.ctx("beginning")?;
+        check_lease(job_id, &worker, lease_row(&tx, job_id).await?)?;
+        let row = tx
+            .query_one(
+                "UPDATE jobs SET lease_expires_at = now() + make_interval(secs => $2::float8), \
+                 updated_at = now() WHERE id = $1 RETURNING lease_expires_at",
+                &[&job_id, &secs(lease)],
+            )
+            .await
+            .ctx("renewing a lease")?;
+        let expires = get(&row, 0)?;
+        self.commit(tx).await?;
+        Ok(expires)
+    }
+
+    pub(crate) async fn record_attempt(
+        &self,
+        job_id: i64,
+        a: AttemptRecord,
+    ) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.ctx("beginning")?;
+        job_status(&tx, job_id).await?;
+        let attempt = i32::try_from(a.attempt)
+            .map_err(|_| StoreError::InvalidInput("attempt too large".into()))?;
+        let status = a.status.map(i32::from);
+        tx.execute(
+            "INSERT INTO job_attempts (job_id, attempt, started_at, finished_at, request, status, \
+             error, outcome) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[
+                &job_id,
+                &attempt,
+                &a.started_at,
+                &a.finished_at,
+                &a.request,
+                &status,
+                &a.error,
+                &a.outcome.as_str(),
+            ],
+        )
+        .await
+        .ctx("recording an attempt")?;
+        self.commit(tx).await
+    }
+
+    /// Checks the lease under a row lock, runs `sql` with `$1` = job id and `rest` after it.
+    async fn leased_update(
+        &self,
+        job_id: i64,
+        worker: &str,
+        sql: &str,
+        rest: Params<'_>,
+        context: &str,
+    ) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.ctx("beginning")?;
+        check_lease(job_id, worker, lease_row(&tx, job_id).await?)?;
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&job_id];
+        params.extend_from_slice(rest);
+        tx.execute(sql, &params).await.ctx(context)?;
+        self.commit(tx).await
+    }
+
+    pub(crate) async fn mark_sent(
+        &self,
+        job_id: i64,
+        worker: String,
+        fingerprint: String,
+    ) -> Result<(), StoreError> {
+        self.leased_update(
+            job_id,
+            &worker,
+            "UPDATE jobs SET sent_fingerprint = $2, sent_at = now(), updated_at = now() WHERE id = $1",
+            &[&fingerprint],
+            "marking a job sent",
+        )
+        .await
+    }
+
+    pub(crate) async fn complete_job(
+        &self,
+        job_id: i64,
+        worker: String,
+        result: Value,
+        followups: Vec<NewJob>,
+    ) -> Result<Vec<i64>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.ctx("beginning")?;
+        check_lease(job_id, &worker, lease_row(&tx, job_id).await?)?;
+        let row = tx
+            .query_one(
+                "UPDATE jobs SET status = 'succeeded', result = $2, lease_expires_at = NULL, \
+                 finished_at = now(), updated_at = now() WHERE id = $1 RETURNING event_row_id",
+                &[&job_id, &result],
+            )
+            .await
+            .ctx("completing a job")?;
+        let event_row_id: i64 = get(&row, 0)?;
+        let ids = insert_jobs(&tx, event_row_id, &followups).await?;
+        self.commit(tx).await?;
+        self.inner.counters.enqueued(ids.len());
+        Ok(ids)
+    }
+
+    pub(crate) async fn retry_job_later(
+        &self,
+        job_id: i64,
+        worker: String,
+        at: DateTime<Utc>,
+        error: String,
+    ) -> Result<(), StoreError> {
+        self.leased_update(
+            job_id,
+            &worker,
+            "UPDATE jobs SET status = 'pending', not_before = $2, last_error = $3, \
+             lease_expires_at = NULL, updated_at = now() WHERE id = $1",
+            &[&at, &error],
+            "rescheduling a job",
+        )
+        .await
+    }
+
+    pub(crate) async fn dead_letter(
+        &self,
+        job_id: i64,
+        worker: String,
+        error: String,
+    ) -> Result<(), StoreError> {
+        self.leased_update(
+            job_id,
+            &worker,
+            "UPDATE jobs SET status = 'dead', last_error = $2, lease_expires_at = NULL, \
+             finished_at = now(), updated_at = now() WHERE id = $1",
+            &[&error],
+            "dead-lettering a job",
+        )
+        .await
+    }
+
+    pub(crate) async fn list_jobs(&self, f: JobFilter) -> Result<Vec<Job>, StoreError> {
+        let sql = format!(
+            "SELECT {JOB_COLS} FROM jobs WHERE ($1::text IS NULL OR status = $1) \
+             AND ($2::text IS NULL OR rule = $2) AND ($3::bigint IS NULL OR event_row_id = $3) \
+             ORDER BY id LIMIT $4"
+        );
+        let status = f.status.map(JobStatus::as_str);
+        let limit = i64::from(effective_limit(f.limit));
+        self.query_rows(
+            &sql,
+            &[&status, &f.rule, &f.event_row_id, &limit],
+            job_from_row,
+        )
+        .await
+    }
+
+    pub(crate) async fn get_job(&self, job_id: i64) -> Result<Option<JobDetail>, StoreError> {
+        let mut client = self.client().await?;
+        // One snapshot for the job and its attempts.
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .ctx("beginning a read")?;
+        let sql = format!("SELECT {JOB_COLS} FROM jobs WHERE id = $1");
+        let Some(row) = tx.query_opt(&sql, &[&job_id]).await.ctx("reading a job")? else {
+            return Ok(None);
+        };
+        let job = job_from_row(&row)?;
+        let attempts = tx
+            .query(
+                "SELECT attempt, started_at, finished_at, request, status, error, outcome \
+                 FROM job_attempts WHERE job_id = $1 ORDER BY id",
+                &[&job_id],
+            )
+            .await
+            .ctx("reading attempts")?
+            .iter()
+            .map(|r| {
+                let outcome: String = get(r, 6)?;
+                let status: Option<i32> = get(r, 4)?;
+                Ok(AttemptRecord {
+                    attempt: non_negative(get(r, 0)?, "attempt")?,
+                    started_at: get(r, 1)?,
+                    finished_at: get(r, 2)?,
+                    request: get(r, 3)?,
+                    status: status
+                        .map(|s| {
+                            u16::try_from(s)
+                                .map_err(|_| StoreError::corrupt(format!("http status {s}")))
+                        })
+                        .transpose()?,
+                    error: get(r, 5)?,
+                    outcome: AttemptOutcome::parse(&outcome).ok_or_else(|| {
+                        StoreError::corrupt(format!("unknown attempt outcome {outcome:?}"))
+                    })?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        tx.commit().await.ctx("ending a read")?;
+        Ok(Some(JobDetail { job, attempts }))
+    }
+
+    pub(crate) async fn retry_dead(&self, job_id: i64) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.ctx("beginning")?;
+        let status = job_status(&tx, job_id).await?;
+        if status != JobStatus::Dead {
+            return Err(StoreError::WrongState {
+                job_id,
+                status,
+                operation: "retry",
+            });
+        }
+        tx.execute(
+            "UPDATE jobs SET status = 'pending', not_before = now(), finished_at = NULL, \
+             updated_at = now() WHERE id = $1",
+            &[&job_id],
+        )
+        .await
+        .ctx("retrying a dead job")?;
+        self.commit(tx).await
+    }
+
+    pub(crate) async fn cancel_job(&self, job_id: i64) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.ctx("beginning")?;
+        let status = job_status(&tx, job_id).await?;
+        if matches!(status, JobStatus::Succeeded | JobStatus::Cancelled) {
+            return Err(StoreError::WrongState {
+                job_id,
+                status,
+                operation: "cancel",
+            });
+        }
+        tx.execute(
+            "UPDATE jobs SET status = 'cancelled', lease_expires_at = NULL, finished_at = now(), \
+             updated_at = now() WHERE id = $1",
+            &[&job_id],
+        )
+        .await
+        .ctx("cancelling a job")?;
+        self.commit(tx).await
+    }
+
+    pub(crate) async fn step_results_for_event(
+        &self,
+        event_row_id: i64,
+        rule: String,
+    ) -> Result<Vec<StepResult>, StoreError> {
+        self.query_rows(
+            "SELECT id, step_index, step_name, result FROM jobs \
+             WHERE event_row_id = $1 AND rule = $2 AND status = 'succeeded' \
+             ORDER BY step_index, id",
+            &[&event_row_id, &rule],
+            |r| {
+                Ok(StepResult {
+                    job_id: get(r, 0)?,
+                    step_index: non_negative(get(r, 1)?, "step_index")?,
+                    step_name: get(r, 2)?,
+                    result: get::<Option<Value>>(r, 3)?.unwrap_or(Value::Null),
+                })
+            },
+        )
+        .await
+    }
+
+    pub(crate) async fn upsert_subscription(&self, s: Subscription) -> Result<(), StoreError> {
+        let previous = s.previous_secret.as_ref().map(Secret::expose);
+        self.execute(
+            "INSERT INTO subscriptions (workspace_id, subscription_id, url_callback, secret, \
+             previous_secret, event_filters, enabled, validated, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now()) \
+             ON CONFLICT (workspace_id, subscription_id) DO UPDATE SET \
+             url_callback = excluded.url_callback, secret = excluded.secret, \
+             previous_secret = excluded.previous_secret, event_filters = excluded.event_filters, \
+             enabled = excluded.enabled, validated = excluded.validated, \
+             updated_at = excluded.updated_at",
+            &[
+                &s.workspace_id,
+                &s.subscription_id,
+                &s.url_callback,
+                &s.secret.expose(),
+                &previous,
+                &s.event_filters,
+                &s.enabled,
+                &s.validated,
+            ],
+            "upserting a subscription",
+        )
+        .await
+        .map(|_| ())
+    }
+
+    pub(crate) async fn get_subscription(
+        &self,
+        workspace_id: i64,
+        subscription_id: i64,
+    ) -> Result<Option<Subscription>, StoreError> {
+        let sql = format!(
+            "SELECT {SUBSCRIPTION_COLS} FROM subscriptions \
+             WHERE workspace_id = $1 AND subscription_id = $2"
+        );
+        Ok(self
+            .query_rows(
+                &sql,
+                &[&workspace_id, &subscription_id],
+                subscription_from_row,
+            )
+            .await?
+            .pop())
+    }
+
+    pub(crate) async fn list_subscriptions(
+        &self,
+        workspace_id: Option<i64>,
+    ) -> Result<Vec<Subscription>, StoreError> {
+        let sql = format!(
+            "SELECT {SUBSCRIPTION_COLS} FROM subscriptions \
+             WHERE ($1::bigint IS NULL OR workspace_id = $1) ORDER BY workspace_id, subscription_id"
+        );
+        self.query_rows(&sql, &[&workspace_id], subscription_from_row)
+            .await
+    }
+
+    pub(crate) async fn delete_subscription(
+        &self,
+        workspace_id: i64,
+        subscription_id: i64,
+    ) -> Result<bool, StoreError> {
+        let n = self
+            .execute(
+                "DELETE FROM subscriptions WHERE workspace_id = $1 AND subscription_id = $2",
+                &[&workspace_id, &subscription_id],
+                "deleting a subscription",
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
+    pub(crate) async fn get_checkpoint(&self, key: String) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .query_rows(
+                "SELECT value FROM checkpoints WHERE key = $1",
+                &[&key],
+                |r| get(r, 0),
+            )
+            .await?
+            .pop())
+    }
+
+    pub(crate) async fn set_checkpoint(
+        &self,
+        key: String,
+        value: String,
+    ) -> Result<(), StoreError> {
+        self.execute(
+            "INSERT INTO checkpoints (key, value, updated_at) VALUES ($1, $2, now()) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            &[&key, &value],
+            "writing a checkpoint",
+        )
+        .await
+        .map(|_| ())
+    }
+
+    pub(crate) async fn try_lead(
+        &self,
+        name: String,
+        holder: String,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let n = self
+            .execute(
+                "INSERT INTO leader_leases (name, holder, expires_at) \
+                 VALUES ($1, $2, now() + make_interval(secs => $3::float8)) \
+                 ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, \
+                 expires_at = excluded.expires_at \
+                 WHERE leader_leases.holder = excluded.holder OR leader_leases.expires_at <= now()",
+                &[&name, &holder, &secs(ttl)],
+                "taking a leader lease",
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
+    pub(crate) async fn release_lead(
+        &self,
+        name: String,
+        holder: String,
+    ) -> Result<bool, StoreError> {
+        let n = self
+            .execute(
+                "DELETE FROM leader_leases WHERE name = $1 AND holder = $2",
+                &[&name, &holder],
+                "releasing a leader lease",
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
+    pub(crate) async fn prune(
+        &self,
+        events_before: DateTime<Utc>,
+        jobs_before: DateTime<Utc>,
+    ) -> Result<PruneCounts, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.ctx("beginning")?;
+        let jobs = tx
+            .execute(
+                "DELETE FROM jobs WHERE status IN ('succeeded', 'dead', 'cancelled') \
+                 AND finished_at < $1",
+                &[&jobs_before],
+            )
+            .await
+            .ctx("pruning jobs")?;
+        let events = tx
+            .execute(
+                "DELETE FROM events WHERE received_at < $1 \
+                 AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.event_row_id = events.id)",
+                &[&events_before],
+            )
+            .await
+            .ctx("pruning events")?;
+        self.commit(tx).await?;
+        Ok(PruneCounts { events, jobs })
+    }
+
+    pub(crate) async fn ping(&self) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client.simple_query("SELECT 1").await.ctx("pinging")?;
+        Ok(())
+    }
+}

@@ -1,0 +1,1214 @@
+//! The SQLite backend.
+//!
+//! Durability: WAL journal with `synchronous=FULL`. In WAL mode FULL fsyncs the WAL on every
+//! commit, so `COMMIT` returning means the transaction survives a power cut, not only a process
+//! kill (NORMAL would only survive a process kill). The cost is one fsync per commit, which is
+//! why writes go through group commit.
+//!
+//! Group commit: one thread owns the write connection. Callers send a write request (a closure)
+//! over a bounded channel and wait for the reply. The thread takes everything waiting (up to
+//! `max_batch`), runs each request inside its own SAVEPOINT of one `BEGIN IMMEDIATE`
+//! transaction (so one failing request rolls back alone), commits once, and only then replies
+//! to each caller. Under load many inserts share one fsync.
+//!
+//! Reads use a small pool of read-only connections on blocking threads; WAL lets them run while
+//! the writer commits. An in-memory database cannot be shared between connections, so there
+//! reads go through the writer thread too.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use parking_lot::Mutex;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::migrations::{self, Migration};
+use crate::{
+    AttemptOutcome, AttemptRecord, Counters, EventFilter, EventSource, InsertOutcome, Job,
+    JobDetail, JobFilter, JobStatus, NewEvent, NewJob, PruneCounts, Secret, StepResult, StoreError,
+    StoreOptions, StoredEvent, Subscription, check_lease, to_chrono, types::effective_limit,
+};
+
+/// Sent back to the caller after the batch's commit (or with the commit's error).
+type Completion = Box<dyn FnOnce(Option<&StoreError>) + Send>;
+/// A write request: runs inside the batch transaction (or is told the batch could not start)
+/// and says whether it succeeded, so the writer can roll back its savepoint.
+type WriteOp = Box<dyn FnOnce(Result<&Connection, &StoreError>) -> (bool, Completion) + Send>;
+
+#[derive(Clone)]
+pub(crate) struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    writer: mpsc::Sender<WriteOp>,
+    reads: Option<ReadPool>,
+    counters: Arc<Counters>,
+}
+
+struct ReadPool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+    keep: usize,
+    busy_timeout: Duration,
+}
+
+impl ReadPool {
+    fn take(&self) -> Result<Connection, StoreError> {
+        if let Some(conn) = self.idle.lock().pop() {
+            return Ok(conn);
+        }
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .ctx("opening a read connection")?;
+        conn.busy_timeout(self.busy_timeout)
+            .ctx("setting busy_timeout")?;
+        Ok(conn)
+    }
+
+    fn give_back(&self, conn: Connection) {
+        let mut idle = self.idle.lock();
+        if idle.len() < self.keep {
+            idle.push(conn);
+        }
+    }
+}
+
+/// Maps driver errors: lock contention and I/O are transient (`Unavailable`), damage is
+/// `Corrupt`, everything else is a bug (`Database`).
+fn map_err(e: rusqlite::Error, context: &str) -> StoreError {
+    use rusqlite::ErrorCode as C;
+    if let rusqlite::Error::SqliteFailure(f, _) = &e {
+        match f.code {
+            C::DatabaseBusy
+            | C::DatabaseLocked
+            | C::SystemIoFailure
+            | C::DiskFull
+            | C::CannotOpen
+            | C::OutOfMemory
+            | C::FileLockingProtocolFailed
+            | C::PermissionDenied
+            | C::ReadOnly => {
+                return StoreError::Unavailable {
+                    context: context.to_owned(),
+                    source: Some(Box::new(e)),
+                };
+            }
+            C::DatabaseCorrupt | C::NotADatabase => {
+                return StoreError::Corrupt {
+                    message: format!("{context}: {e}"),
+                };
+            }
+            _ => {}
+        }
+    }
+    StoreError::Database {
+        context: context.to_owned(),
+        source: Box::new(e),
+    }
+}
+
+trait Ctx<T> {
+    fn ctx(self, context: &str) -> Result<T, StoreError>;
+}
+
+impl<T> Ctx<T> for rusqlite::Result<T> {
+    fn ctx(self, context: &str) -> Result<T, StoreError> {
+        self.map_err(|e| map_err(e, context))
+    }
+}
+
+fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+fn from_micros(us: i64) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_micros(us)
+        .ok_or_else(|| StoreError::corrupt(format!("timestamp {us} out of range")))
+}
+
+fn opt_from_micros(us: Option<i64>) -> Result<Option<DateTime<Utc>>, StoreError> {
+    us.map(from_micros).transpose()
+}
+
+fn json_text(v: &Value) -> String {
+    v.to_string()
+}
+
+fn parse_json(s: &str, what: &str) -> Result<Value, StoreError> {
+    serde_json::from_str(s).map_err(|e| StoreError::corrupt(format!("{what} is not JSON: {e}")))
+}
+
+fn lease_ms(lease: Duration) -> Result<chrono::Duration, StoreError> {
+    to_chrono(lease)
+}
+
+fn open_writer(path: Option<&PathBuf>, options: &StoreOptions) -> Result<Connection, StoreError> {
+    let conn = match path {
+        Some(p) => Connection::open(p).ctx("opening the database file")?,
+        None => Connection::open_in_memory().ctx("opening an in-memory database")?,
+    };
+    conn.busy_timeout(options.busy_timeout)
+        .ctx("setting busy_timeout")?;
+    if path.is_some() {
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+            .ctx("enabling WAL")?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Config(format!(
+                "sqlite refused WAL mode (got {mode}); is the file on a network filesystem?"
+            )));
+        }
+    }
+    conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")
+        .ctx("setting pragmas")?;
+    Ok(conn)
+}
+
+fn migrate(conn: &Connection, list: &[Migration]) -> Result<(), StoreError> {
+    let mig_err = |version: u32, message: &str, e: rusqlite::Error| StoreError::Migration {
+        version,
+        message: message.to_owned(),
+        source: Some(Box::new(e)),
+    };
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
+    )
+    .map_err(|e| mig_err(0, "creating schema_migrations", e))?;
+    conn.execute_batch("BEGIN IMMEDIATE")
+        .map_err(|e| mig_err(0, "locking for migration", e))?;
+    let result = (|| {
+        let applied: Vec<(u32, String)> = {
+            let mut stmt = conn
+                .prepare("SELECT version, name FROM schema_migrations ORDER BY version")
+                .map_err(|e| mig_err(0, "reading schema_migrations", e))?;
+            stmt.query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, String>(1)?)))
+                .and_then(Iterator::collect)
+                .map_err(|e| mig_err(0, "reading schema_migrations", e))?
+        };
+        for m in migrations::pending(list, &applied)? {
+            tracing::info!(
+                version = m.version,
+                name = m.name,
+                "applying sqlite migration"
+            );
+            conn.execute_batch(m.sql)
+                .map_err(|e| mig_err(m.version, m.name, e))?;
+            conn.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
+                params![m.version, m.name, micros(Utc::now())],
+            )
+            .map_err(|e| mig_err(m.version, "recording migration", e))?;
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => conn
+            .execute_batch("COMMIT")
+            .map_err(|e| mig_err(0, "committing migrations", e)),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+fn writer_loop(
+    conn: Connection,
+    mut rx: mpsc::Receiver<WriteOp>,
+    max_batch: usize,
+    counters: Arc<Counters>,
+) {
+    let mut batch: Vec<WriteOp> = Vec::with_capacity(max_batch);
+    while let Some(op) = rx.blocking_recv() {
+        batch.push(op);
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        run_batch(&conn, &mut batch, &counters);
+    }
+    tracing::debug!("sqlite writer stopped: every Store handle was dropped");
+}
+
+fn run_batch(conn: &Connection, batch: &mut Vec<WriteOp>, counters: &Counters) {
+    let n = batch.len() as u64;
+    if let Err(e) = conn
+        .execute_batch("BEGIN IMMEDIATE")
+        .ctx("beginning a write batch")
+    {
+        tracing::warn!(error = %e, "sqlite write batch could not start");
+        for op in batch.drain(..) {
+            let (_, done) = op(Err(&e));
+            done(None);
+        }
+        return;
+    }
+    let mut completions = Vec::with_capacity(batch.len());
+    let mut ops = std::mem::take(batch).into_iter();
+    while let Some(op) = ops.next() {
+        if let Err(e) = conn
+            .execute_batch("SAVEPOINT op")
+            .ctx("opening a savepoint")
+        {
+            let (_, done) = op(Err(&e));
+            completions.push(done);
+            continue;
+        }
+        let (ok, done) = op(Ok(conn));
+        let end = if ok {
+            "RELEASE op"
+        } else {
+            "ROLLBACK TO op; RELEASE op"
+        };
+        if let Err(e) = conn.execute_batch(end) {
+            // The savepoint stack is now unknown: abandon the whole batch rather than commit
+            // something half rolled back.
+            let e = map_err(e, "closing a savepoint");
+            let _ = conn.execute_batch("ROLLBACK");
+            completions.push(done);
+            for done in completions {
+                done(Some(&e));
+            }
+            for op in ops {
+                let (_, done) = op(Err(&e));
+                done(None);
+            }
+            return;
+        }
+        completions.push(done);
+    }
+    match conn.execute_batch("COMMIT").ctx("committing a write batch") {
+        Ok(()) => {
+            counters.committed(n);
+            for done in completions {
+                done(None);
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, writes = n, "sqlite write batch failed to commit");
+            let _ = conn.execute_batch("ROLLBACK");
+            for done in completions {
+                done(Some(&e));
+            }
+        }
+    }
+}
+
+const EVENT_COLS: &str = "id, event_id, dedupe_key, subscription_id, workspace_id, entity, action, \
+     trigger_name, entity_id, received_at, envelope, source";
+
+fn event_from_row(r: &Row<'_>) -> Result<StoredEvent, StoreError> {
+    let c = "reading an event";
+    let source: String = r.get(11).ctx(c)?;
+    Ok(StoredEvent {
+        id: r.get(0).ctx(c)?,
+        event_id: r.get(1).ctx(c)?,
+        dedupe_key: r.get(2).ctx(c)?,
+        subscription_id: r.get(3).ctx(c)?,
+        workspace_id: r.get(4).ctx(c)?,
+        entity: r.get(5).ctx(c)?,
+        action: r.get(6).ctx(c)?,
+        trigger: r.get(7).ctx(c)?,
+        entity_id: r.get(8).ctx(c)?,
+        received_at: from_micros(r.get(9).ctx(c)?)?,
+        envelope: r.get(10).ctx(c)?,
+        source: EventSource::parse(&source)
+            .ok_or_else(|| StoreError::corrupt(format!("unknown event source {source:?}")))?,
+    })
+}
+
+const JOB_COLS: &str = "id, event_row_id, rule, step_index, step_name, payload, status, priority, \
+     not_before, attempts, lease_owner, lease_expires_at, sent_fingerprint, sent_at, result, \
+     last_error, created_at, updated_at, finished_at";
+
+fn parse_status(s: &str) -> Result<JobStatus, StoreError> {
+    JobStatus::parse(s).ok_or_else(|| StoreError::corrupt(format!("unknown job status {s:?}")))
+}
+
+fn job_from_row(r: &Row<'_>) -> Result<Job, StoreError> {
+    let c = "reading a job";
+    let payload: String = r.get(5).ctx(c)?;
+    let status: String = r.get(6).ctx(c)?;
+    let result: Option<String> = r.get(14).ctx(c)?;
+    Ok(Job {
+        id: r.get(0).ctx(c)?,
+        event_row_id: r.get(1).ctx(c)?,
+        rule: r.get(2).ctx(c)?,
+        step_index: r.get(3).ctx(c)?,
+        step_name: r.get(4).ctx(c)?,
+        payload: parse_json(&payload, "job payload")?,
+        status: parse_status(&status)?,
+        priority: r.get(7).ctx(c)?,
+        not_before: from_micros(r.get(8).ctx(c)?)?,
+        attempts: r.get(9).ctx(c)?,
+        lease_owner: r.get(10).ctx(c)?,
+        lease_expires_at: opt_from_micros(r.get(11).ctx(c)?)?,
+        sent_fingerprint: r.get(12).ctx(c)?,
+        sent_at: opt_from_micros(r.get(13).ctx(c)?)?,
+        result: result.map(|s| parse_json(&s, "job result")).transpose()?,
+        last_error: r.get(15).ctx(c)?,
+        created_at: from_micros(r.get(16).ctx(c)?)?,
+        updated_at: from_micros(r.get(17).ctx(c)?)?,
+        finished_at: opt_from_micros(r.get(18).ctx(c)?)?,
+    })
+}
+
+fn subscription_from_row(r: &Row<'_>) -> Result<Subscription, StoreError> {
+    let c = "reading a subscription";
+    let filters: String = r.get(5).ctx(c)?;
+    Ok(Subscription {
+        workspace_id: r.get(0).ctx(c)?,
+        subscription_id: r.get(1).ctx(c)?,
+        url_callback: r.get(2).ctx(c)?,
+        secret: Secret::new(r.get::<_, String>(3).ctx(c)?),
+        previous_secret: r.get::<_, Option<String>>(4).ctx(c)?.map(Secret::new),
+        event_filters: parse_json(&filters, "event_filters")?,
+        enabled: r.get(6).ctx(c)?,
+        validated: r.get(7).ctx(c)?,
+        updated_at: from_micros(r.get(8).ctx(c)?)?,
+    })
+}
+
+fn collect<T>(
+    conn: &Connection,
+    sql: &str,
+    params: &[&dyn rusqlite::ToSql],
+    map: fn(&Row<'_>) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql).ctx("preparing a query")?;
+    let mut rows = stmt.query(params).ctx("running a query")?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().ctx("reading rows")? {
+        out.push(map(row)?);
+    }
+    Ok(out)
+}
+
+fn insert_jobs(
+    conn: &Connection,
+    event_row_id: i64,
+    jobs: &[NewJob],
+    now: DateTime<Utc>,
+) -> Result<Vec<i64>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "INSERT INTO jobs (event_row_id, rule, step_index, step_name, payload, status, \
+             priority, not_before, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?7, ?8, ?8) RETURNING id",
+        )
+        .ctx("preparing job insert")?;
+    jobs.iter()
+        .map(|j| {
+            stmt.query_row(
+                params![
+                    event_row_id,
+                    j.rule,
+                    j.step_index,
+                    j.step_name,
+                    json_text(&j.payload),
+                    j.priority,
+                    micros(j.not_before.unwrap_or(now)),
+                    micros(now),
+                ],
+                |r| r.get(0),
+            )
+            .ctx("inserting a job")
+        })
+        .collect()
+}
+
+fn lease_row(
+    conn: &Connection,
+    job_id: i64,
+) -> Result<Option<(JobStatus, Option<String>)>, StoreError> {
+    conn.prepare_cached("SELECT status, lease_owner FROM jobs WHERE id = ?1")
+        .ctx("preparing lease check")?
+        .query_row([job_id], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
+        })
+        .optional()
+        .ctx("checking a lease")?
+        .map(|(s, o)| Ok((parse_status(&s)?, o)))
+        .transpose()
+}
+
+fn job_status(conn: &Connection, job_id: i64) -> Result<JobStatus, StoreError> {
+    lease_row(conn, job_id)?
+        .map(|(s, _)| s)
+        .ok_or_else(|| StoreError::not_found("job", job_id))
+}
+
+impl SqliteStore {
+    pub(crate) async fn open(
+        path: Option<PathBuf>,
+        options: &StoreOptions,
+    ) -> Result<SqliteStore, StoreError> {
+        let opts = options.clone();
+        let writer_path = path.clone();
+        let conn = tokio::task::spawn_blocking(move || {
+            let conn = open_writer(writer_path.as_ref(), &opts)?;
+            migrate(&conn, migrations::SQLITE)?;
+            Ok::<_, StoreError>(conn)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable {
+            context: "opening sqlite".into(),
+            source: Some(Box::new(e)),
+        })??;
+        let (tx, rx) = mpsc::channel(options.write_queue.max(1));
+        let counters = Arc::new(Counters::default());
+        let thread_counters = counters.clone();
+        let max_batch = options.max_batch.max(1);
+        std::thread::Builder::new()
+            .name("store-sqlite-writer".into())
+            .spawn(move || writer_loop(conn, rx, max_batch, thread_counters))
+            .map_err(|e| StoreError::Unavailable {
+                context: "starting the sqlite writer thread".into(),
+                source: Some(Box::new(e)),
+            })?;
+        let reads = path.map(|path| ReadPool {
+            path,
+            idle: Mutex::new(Vec::new()),
+            keep: options.read_connections.max(1),
+            busy_timeout: options.busy_timeout,
+        });
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                writer: tx,
+                reads,
+                counters,
+            }),
+        })
+    }
+
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.inner.counters
+    }
+
+    /// Runs `f` in the writer's batch transaction; resolves after the batch committed.
+    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.write_then(f, |_, _| {}).await
+    }
+
+    /// Like `write`, and calls `on_commit` (for counters) once the value is durable.
+    async fn write_then<T, F, C>(&self, f: F, on_commit: C) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        C: FnOnce(&Counters, &T) + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let counters = self.inner.counters.clone();
+        let op: WriteOp = Box::new(move |conn| {
+            let result = match conn {
+                Ok(conn) => f(conn),
+                Err(e) => Err(e.to_batch_failure()),
+            };
+            let ok = result.is_ok();
+            let done: Completion = Box::new(move |commit_error| {
+                let result = match (result, commit_error) {
+                    (Ok(_), Some(e)) => Err(e.to_batch_failure()),
+                    (Ok(v), None) => {
+                        on_commit(&counters, &v);
+                        Ok(v)
+                    }
+                    (Err(e), _) => Err(e),
+                };
+                // The caller may have gone away (request cancelled); the write stands anyway.
+                let _ = reply.send(result);
+            });
+            (ok, done)
+        });
+        self.inner
+            .writer
+            .send(op)
+            .await
+            .map_err(|_| StoreError::unavailable("sqlite writer thread has stopped"))?;
+        answer
+            .await
+            .map_err(|_| StoreError::unavailable("sqlite writer thread stopped before replying"))?
+    }
+
+    /// Runs `f` in a read transaction on a pooled read connection (in-memory: via the writer).
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        if self.inner.reads.is_none() {
+            return self.write(f).await;
+        }
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let pool = inner
+                .reads
+                .as_ref()
+                .expect("checked above: file database has a read pool");
+            let conn = pool.take()?;
+            let result = (|| {
+                let tx = conn.unchecked_transaction().ctx("beginning a read")?;
+                let v = f(&tx)?;
+                tx.finish().ctx("ending a read")?;
+                Ok(v)
+            })();
+            pool.give_back(conn);
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable {
+            context: "sqlite read task failed".into(),
+            source: Some(Box::new(e)),
+        })?
+    }
+
+    pub(crate) async fn insert_event(&self, ev: NewEvent) -> Result<InsertOutcome, StoreError> {
+        self.write_then(
+            move |conn| {
+                let key = ev.effective_dedupe_key();
+                let now = Utc::now();
+                let id: Option<i64> = conn
+                    .prepare_cached(
+                        "INSERT INTO events (dedupe_key, event_id, subscription_id, workspace_id, \
+                         entity, action, trigger_name, entity_id, received_at, envelope, source) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
+                         ON CONFLICT (dedupe_key) DO NOTHING RETURNING id",
+                    )
+                    .ctx("preparing event insert")?
+                    .query_row(
+                        params![
+                            key,
+                            ev.event_id,
+                            ev.subscription_id,
+                            ev.workspace_id,
+                            ev.entity,
+                            ev.action,
+                            ev.trigger,
+                            ev.entity_id,
+                            micros(ev.received_at),
+                            ev.envelope,
+                            ev.source.as_str(),
+                        ],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .ctx("inserting an event")?;
+                let Some(id) = id else {
+                    let id = conn
+                        .prepare_cached("SELECT id FROM events WHERE dedupe_key = ?1")
+                        .ctx("preparing duplicate lookup")?
+                        .query_row([&key], |r| r.get(0))
+                        .ctx("looking up a duplicate")?;
+                    return Ok(InsertOutcome {
+                        id,
+                        duplicate: true,
+                        job_ids: Vec::new(),
+                    });
+                };
+                if let (Some(state), Some(entity_id)) = (&ev.entity_state, ev.entity_id) {
+                    conn.prepare_cached(
+                        "INSERT INTO entity_state (entity, entity_id, state, at) \
+                         VALUES (?1, ?2, ?3, ?4) \
+                         ON CONFLICT (entity, entity_id) DO UPDATE \
+                         SET state = excluded.state, at = excluded.at \
+                         WHERE excluded.at >= entity_state.at",
+                    )
+                    .ctx("preparing entity state upsert")?
+                    .execute(params![
+                        ev.entity,
+                        entity_id,
+                        json_text(&state.state),
+                        micros(state.at)
+                    ])
+                    .ctx("upserting entity state")?;
+                }
+                let job_ids = insert_jobs(conn, id, &ev.jobs, now)?;
+                Ok(InsertOutcome {
+                    id,
+                    duplicate: false,
+                    job_ids,
+                })
+            },
+            |c, outcome| c.inserted(outcome),
+        )
+        .await
+    }
+
+    pub(crate) async fn get_entity_state(
+        &self,
+        entity: String,
+        entity_id: i64,
+    ) -> Result<Option<(Value, DateTime<Utc>)>, StoreError> {
+        self.read(move |conn| {
+            let row: Option<(String, i64)> = conn
+                .prepare_cached(
+                    "SELECT state, at FROM entity_state WHERE entity = ?1 AND entity_id = ?2",
+                )
+                .ctx("preparing entity state read")?
+                .query_row(params![entity, entity_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+                .ctx("reading entity state")?;
+            row.map(|(s, at)| Ok((parse_json(&s, "entity state")?, from_micros(at)?)))
+                .transpose()
+        })
+        .await
+    }
+
+    pub(crate) async fn list_events(&self, f: EventFilter) -> Result<Vec<StoredEvent>, StoreError> {
+        self.read(move |conn| {
+            let sql = format!(
+                "SELECT {EVENT_COLS} FROM events \
+                 WHERE (?1 IS NULL OR trigger_name = ?1) AND (?2 IS NULL OR received_at >= ?2) \
+                 AND (?3 IS NULL OR received_at < ?3) AND (?4 IS NULL OR id > ?4) \
+                 ORDER BY id LIMIT ?5"
+            );
+            collect(
+                conn,
+                &sql,
+                &[
+                    &f.trigger,
+                    &f.since.map(micros),
+                    &f.until.map(micros),
+                    &f.after_id,
+                    &effective_limit(f.limit),
+                ],
+                event_from_row,
+            )
+        })
+        .await
+    }
+
+    pub(crate) async fn get_event(&self, id: i64) -> Result<Option<StoredEvent>, StoreError> {
+        self.read(move |conn| {
+            let sql = format!("SELECT {EVENT_COLS} FROM events WHERE id = ?1");
+            Ok(collect(conn, &sql, &[&id], event_from_row)?.pop())
+        })
+        .await
+    }
+
+    pub(crate) async fn enqueue_jobs(
+        &self,
+        event_row_id: i64,
+        jobs: Vec<NewJob>,
+    ) -> Result<Vec<i64>, StoreError> {
+        self.write_then(
+            move |conn| {
+                let exists: Option<i64> = conn
+                    .query_row("SELECT id FROM events WHERE id = ?1", [event_row_id], |r| {
+                        r.get(0)
+                    })
+                    .optional()
+                    .ctx("checking the event")?;
+                if exists.is_none() {
+                    return Err(StoreError::not_found("event", event_row_id));
+                }
+                insert_jobs(conn, event_row_id, &jobs, Utc::now())
+            },
+            |c, ids| c.enqueued(ids.len()),
+        )
+        .await
+    }
+
+    pub(crate) async fn claim_jobs(
+        &self,
+        worker: String,
+        limit: u32,
+        lease: Duration,
+    ) -> Result<Vec<Job>, StoreError> {
+        let lease = lease_ms(lease)?;
+        self.write_then(
+            move |conn| {
+                let now = Utc::now();
+                let ids: Vec<i64> = {
+                    let mut stmt = conn
+                        .prepare_cached(
+                            "SELECT id FROM jobs WHERE status IN ('pending', 'running') AND \
+                             ((status = 'pending' AND not_before <= ?1) OR \
+                              (status = 'running' AND lease_expires_at <= ?1)) \
+                             ORDER BY priority, not_before, id LIMIT ?2",
+                        )
+                        .ctx("preparing claim")?;
+                    stmt.query_map(params![micros(now), limit], |r| r.get(0))
+                        .and_then(Iterator::collect)
+                        .ctx("selecting claimable jobs")?
+                };
+                let sql = format!(
+                    "UPDATE jobs SET status = 'running', lease_owner = ?2, lease_expires_at = ?3, \
+                     attempts = attempts + 1, updated_at = ?4 WHERE id = ?1 RETURNING {JOB_COLS}"
+                );
+                let mut jobs = Vec::with_capacity(ids.len());
+                for id in ids {
+                    let expires = micros(now + lease);
+                    jobs.extend(collect(
+                        conn,
+                        &sql,
+                        &[&id, &worker, &expires, &micros(now)],
+                        job_from_row,
+                    )?);
+                }
+                Ok(jobs)
+            },
+            |c, jobs| c.claimed(jobs.len()),
+        )
+        .await
+    }
+
+    pub(crate) async fn renew_lease(
+        &self,
+        job_id: i64,
+        worker: String,
+        lease: Duration,
+    ) -> Result<DateTime<Utc>, StoreError> {
+        let lease = lease_ms(lease)?;
+        self.write(move |conn| {
+            check_lease(job_id, &worker, lease_row(conn, job_id)?)?;
+            let now = Utc::now();
+            let expires = now + lease;
+            conn.execute(
+                "UPDATE jobs SET lease_expires_at = ?2, updated_at = ?3 WHERE id = ?1",
+                params![job_id, micros(expires), micros(now)],
+            )
+            .ctx("renewing a lease")?;
+            Ok(expires)
+        })
+        .await
+    }
+
+    pub(crate) async fn record_attempt(
+        &self,
+        job_id: i64,
+        a: AttemptRecord,
+    ) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            job_status(conn, job_id)?;
+            conn.execute(
+                "INSERT INTO job_attempts (job_id, attempt, started_at, finished_at, request, \
+                 status, error, outcome) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    job_id,
+                    a.attempt,
+                    micros(a.started_at),
+                    micros(a.finished_at),
+                    a.request,
+                    a.status,
+                    a.error,
+                    a.outcome.as_str()
+                ],
+            )
+            .ctx("recording an attempt")?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub(crate) async fn mark_sent(
+        &self,
+        job_id: i64,
+        worker: String,
+        fingerprint: String,
+    ) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            check_lease(job_id, &worker, lease_row(conn, job_id)?)?;
+            let now = micros(Utc::now());
+            conn.execute(
+                "UPDATE jobs SET sent_fingerprint = ?2, sent_at = ?3, updated_at = ?3 WHERE id = ?1",
+                params![job_id, fingerprint, now],
+            )
+            .ctx("marking a job sent")?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub(crate) async fn complete_job(
+        &self,
+        job_id: i64,
+        worker: String,
+        result: Value,
+        followups: Vec<NewJob>,
+    ) -> Result<Vec<i64>, StoreError> {
+        self.write_then(
+            move |conn| {
+                check_lease(job_id, &worker, lease_row(conn, job_id)?)?;
+                let now = Utc::now();
+                let event_row_id: i64 = conn
+                    .query_row(
+                        "UPDATE jobs SET status = 'succeeded', result = ?2, lease_expires_at = NULL, \
+                         finished_at = ?3, updated_at = ?3 WHERE id = ?1 RETURNING event_row_id",
+                        params![job_id, json_text(&result), micros(now)],
+                        |r| r.get(0),
+                    )
+                    .ctx("completing a job")?;
+                insert_jobs(conn, event_row_id, &followups, now)
+            },
+            |c, ids| c.enqueued(ids.len()),
+        )
+        .await
+    }
+
+    pub(crate) async fn retry_job_later(
+        &self,
+        job_id: i64,
+        worker: String,
+        at: DateTime<Utc>,
+        error: String,
+    ) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            check_lease(job_id, &worker, lease_row(conn, job_id)?)?;
+            conn.execute(
+                "UPDATE jobs SET status = 'pending', not_before = ?2, last_error = ?3, \
+                 lease_expires_at = NULL, updated_at = ?4 WHERE id = ?1",
+                params![job_id, micros(at), error, micros(Utc::now())],
+            )
+            .ctx("rescheduling a job")?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub(crate) async fn dead_letter(
+        &self,
+        job_id: i64,
+        worker: String,
+        error: String,
+    ) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            check_lease(job_id, &worker, lease_row(conn, job_id)?)?;
+            conn.execute(
+                "UPDATE jobs SET status = 'dead', last_error = ?2, lease_expires_at = NULL, \
+                 finished_at = ?3, updated_at = ?3 WHERE id = ?1",
+                params![job_id, error, micros(Utc::now())],
+            )
+            .ctx("dead-lettering a job")?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub(crate) async fn list_jobs(&self, f: JobFilter) -> Result<Vec<Job>, StoreError> {
+        self.read(move |conn| {
+            let sql = format!(
+                "SELECT {JOB_COLS} FROM jobs WHERE (?1 IS NULL OR status = ?1) \
+                 AND (?2 IS NULL OR rule = ?2) AND (?3 IS NULL OR event_row_id = ?3) \
+                 ORDER BY id LIMIT ?4"
+            );
+            collect(
+                conn,
+                &sql,
+                &[
+                    &f.status.map(JobStatus::as_str),
+                    &f.rule,
+                    &f.event_row_id,
+                    &effective_limit(f.limit),
+                ],
+                job_from_row,
+            )
+        })
+        .await
+    }
+
+    pub(crate) async fn get_job(&self, job_id: i64) -> Result<Option<JobDetail>, StoreError> {
+        self.read(move |conn| {
+            let sql = format!("SELECT {JOB_COLS} FROM jobs WHERE id = ?1");
+            let Some(job) = collect(conn, &sql, &[&job_id], job_from_row)?.pop() else {
+                return Ok(None);
+            };
+            let attempts = collect(
+                conn,
+                "SELECT attempt, started_at, finished_at, request, status, error, outcome \
+                 FROM job_attempts WHERE job_id = ?1 ORDER BY id",
+                &[&job_id],
+                |r| {
+                    let c = "reading an attempt";
+                    let outcome: String = r.get(6).ctx(c)?;
+                    Ok(AttemptRecord {
+                        attempt: r.get(0).ctx(c)?,
+                        started_at: from_micros(r.get(1).ctx(c)?)?,
+                        finished_at: from_micros(r.get(2).ctx(c)?)?,
+                        request: r.get(3).ctx(c)?,
+                        status: r.get(4).ctx(c)?,
+                        error: r.get(5).ctx(c)?,
+                        outcome: AttemptOutcome::parse(&outcome).ok_or_else(|| {
+                            StoreError::corrupt(format!("unknown attempt outcome {outcome:?}"))
+                        })?,
+                    })
+                },
+            )?;
+            Ok(Some(JobDetail { job, attempts }))
+        })
+        .await
+    }
+
+    pub(crate) async fn retry_dead(&self, job_id: i64) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            let status = job_status(conn, job_id)?;
+            if status != JobStatus::Dead {
+                return Err(StoreError::WrongState {
+                    job_id,
+                    status,
+                    operation: "retry",
+                });
+            }
+            let now = micros(Utc::now());
+            conn.execute(
+                "UPDATE jobs SET status = 'pending', not_before = ?2, finished_at = NULL, \
+                 updated_at = ?2 WHERE id = ?1",
+                params![job_id, now],
+            )
+            .ctx("retrying a dead job")?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub(crate) async fn cancel_job(&self, job_id: i64) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            let status = job_status(conn, job_id)?;
+            if matches!(status, JobStatus::Succeeded | JobStatus::Cancelled) {
+                return Err(StoreError::WrongState {
+                    job_id,
+                    status,
+                    operation: "cancel",
+                });
+            }
+            let now = micros(Utc::now());
+            conn.execute(
+                "UPDATE jobs SET status = 'cancelled', lease_expires_at = NULL, finished_at = ?2, \
+                 updated_at = ?2 WHERE id = ?1",
+                params![job_id, now],
+            )
+            .ctx("cancelling a job")?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub(crate) async fn step_results_for_event(
+        &self,
+        event_row_id: i64,
+        rule: String,
+    ) -> Result<Vec<StepResult>, StoreError> {
+        self.read(move |conn| {
+            collect(
+                conn,
+                "SELECT id, step_index, step_name, result FROM jobs \
+                 WHERE event_row_id = ?1 AND rule = ?2 AND status = 'succeeded' \
+                 ORDER BY step_index, id",
+                &[&event_row_id, &rule],
+                |r| {
+                    let c = "reading a step result";
+                    let result: Option<String> = r.get(3).ctx(c)?;
+                    Ok(StepResult {
+                        job_id: r.get(0).ctx(c)?,
+                        step_index: r.get(1).ctx(c)?,
+                        step_name: r.get(2).ctx(c)?,
+                        result: match result {
+                            Some(s) => parse_json(&s, "job result")?,
+                            None => Value::Null,
+                        },
+                    })
+                },
+            )
+        })
+        .await
+    }
+
+    pub(crate) async fn upsert_subscription(&self, s: Subscription) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT INTO subscriptions (workspace_id, subscription_id, url_callback, secret, \
+                 previous_secret, event_filters, enabled, validated, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+                 ON CONFLICT (workspace_id, subscription_id) DO UPDATE SET \
+                 url_callback = excluded.url_callback, secret = excluded.secret, \
+                 previous_secret = excluded.previous_secret, event_filters = excluded.event_filters, \
+                 enabled = excluded.enabled, validated = excluded.validated, \
+                 updated_at = excluded.updated_at",
+                params![
+                    s.workspace_id,
+                    s.subscription_id,
+                    s.url_callback,
+                    s.secret.expose(),
+                    s.previous_secret.as_ref().map(Secret::expose),
+                    json_text(&s.event_filters),
+                    s.enabled,
+                    s.validated,
+                    micros(Utc::now()),
+                ],
+            )
+            .ctx("upserting a subscription")?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub(crate) async fn get_subscription(
+        &self,
+        workspace_id: i64,
+        subscription_id: i64,
+    ) -> Result<Option<Subscription>, StoreError> {
+        self.read(move |conn| {
+            Ok(collect(
+                conn,
+                "SELECT workspace_id, subscription_id, url_callback, secret, previous_secret, \
+                 event_filters, enabled, validated, updated_at FROM subscriptions \
+                 WHERE workspace_id = ?1 AND subscription_id = ?2",
+                &[&workspace_id, &subscription_id],
+                subscription_from_row,
+            )?
+            .pop())
+        })
+        .await
+    }
+
+    pub(crate) async fn list_subscriptions(
+        &self,
+        workspace_id: Option<i64>,
+    ) -> Result<Vec<Subscription>, StoreError> {
+        self.read(move |conn| {
+            collect(
+                conn,
+                "SELECT workspace_id, subscription_id, url_callback, secret, previous_secret, \
+                 event_filters, enabled, validated, updated_at FROM subscriptions \
+                 WHERE (?1 IS NULL OR workspace_id = ?1) ORDER BY workspace_id, subscription_id",
+                &[&workspace_id],
+                subscription_from_row,
+            )
+        })
+        .await
+    }
+
+    pub(crate) async fn delete_subscription(
+        &self,
+        workspace_id: i64,
+        subscription_id: i64,
+    ) -> Result<bool, StoreError> {
+        self.write(move |conn| {
+            let n = conn
+                .execute(
+                    "DELETE FROM subscriptions WHERE workspace_id = ?1 AND subscription_id = ?2",
+                    params![workspace_id, subscription_id],
+                )
+                .ctx("deleting a subscription")?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    pub(crate) async fn get_checkpoint(&self, key: String) -> Result<Option<String>, StoreError> {
+        self.read(move |conn| {
+            conn.query_row("SELECT value FROM checkpoints WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })
+            .optional()
+            .ctx("reading a checkpoint")
+        })
+        .await
+    }
+
+    pub(crate) async fn set_checkpoint(
+        &self,
+        key: String,
+        value: String,
+    ) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT INTO checkpoints (key, value, updated_at) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                params![key, value, micros(Utc::now())],
+            )
+            .ctx("writing a checkpoint")?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub(crate) async fn try_lead(
+        &self,
+        name: String,
+        holder: String,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let ttl = to_chrono(ttl)?;
+        self.write(move |conn| {
+            let now = Utc::now();
+            let n = conn
+                .execute(
+                    "INSERT INTO leader_leases (name, holder, expires_at) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, \
+                     expires_at = excluded.expires_at \
+                     WHERE leader_leases.holder = excluded.holder OR leader_leases.expires_at <= ?4",
+                    params![name, holder, micros(now + ttl), micros(now)],
+                )
+                .ctx("taking a leader lease")?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    pub(crate) async fn release_lead(
+        &self,
+        name: String,
+        holder: String,
+    ) -> Result<bool, StoreError> {
+        self.write(move |conn| {
+            let n = conn
+                .execute(
+                    "DELETE FROM leader_leases WHERE name = ?1 AND holder = ?2",
+                    params![name, holder],
+                )
+                .ctx("releasing a leader lease")?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    pub(crate) async fn prune(
+        &self,
+        events_before: DateTime<Utc>,
+        jobs_before: DateTime<Utc>,
+    ) -> Result<PruneCounts, StoreError> {
+        self.write(move |conn| {
+            let jobs = conn
+                .execute(
+                    "DELETE FROM jobs WHERE status IN ('succeeded', 'dead', 'cancelled') \
+                     AND finished_at < ?1",
+                    [micros(jobs_before)],
+                )
+                .ctx("pruning jobs")?;
+            let events = conn
+                .execute(
+                    "DELETE FROM events WHERE received_at < ?1 \
+                     AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.event_row_id = events.id)",
+                    [micros(events_before)],
+                )
+                .ctx("pruning events")?;
+            Ok(PruneCounts {
+                events: events as u64,
+                jobs: jobs as u64,
+            })
+        })
+        .await
+    }
+
+    pub(crate) async fn ping(&self) -> Result<(), StoreError> {
+        self.write(|conn| {
+            conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+                .ctx("pinging")
+                .map(|_| ())
+        })
+        .await
+    }
+}

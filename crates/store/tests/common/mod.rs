@@ -1,0 +1,209 @@
+//! Stores for tests: a temp-file SQLite store, and a PostgreSQL store in a fresh schema when
+//! `TOGGL_CONNECT_TEST_POSTGRES_URL` is set (the schema is dropped when the handle drops).
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use toggl_connect_store::{NewEvent, NewJob, Store, StoreOptions};
+
+/// Environment variable naming the PostgreSQL server the suite also runs against.
+pub const PG_ENV: &str = "TOGGL_CONNECT_TEST_POSTGRES_URL";
+
+/// A store under test, plus what is needed to open it again.
+pub struct TestStore {
+    pub store: Store,
+    pub url: String,
+    pub options: StoreOptions,
+    pub kind: Kind,
+    _dir: Option<tempfile::TempDir>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Sqlite,
+    Postgres,
+}
+
+impl TestStore {
+    /// Opens the same database again (a new `Store`, as after a restart).
+    pub async fn reopen(&self) -> Store {
+        Store::open(&self.url, self.options.clone())
+            .await
+            .expect("reopen store")
+    }
+
+    /// The SQLite file path, for SQLite stores.
+    pub fn sqlite_path(&self) -> Option<std::path::PathBuf> {
+        self.url.strip_prefix("sqlite://").map(Into::into)
+    }
+
+    /// Runs raw SQL against the database behind the store (outside the store).
+    pub async fn raw_sql(&self, sql: &str) {
+        match self.kind {
+            Kind::Sqlite => {
+                let path = self.sqlite_path().expect("sqlite path");
+                let conn = rusqlite::Connection::open(path).expect("open raw sqlite");
+                conn.execute_batch(sql).expect("raw sql");
+            }
+            Kind::Postgres => {
+                let url = std::env::var(PG_ENV).expect("pg url");
+                let schema = self.options.schema.clone().expect("schema");
+                let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                    .await
+                    .expect("connect raw pg");
+                tokio::spawn(conn);
+                client
+                    .batch_execute(&format!("SET search_path = {schema}; {sql}"))
+                    .await
+                    .expect("raw sql");
+            }
+        }
+    }
+
+    /// Counts rows of `sql` (a `SELECT count(*) ...`) outside the store.
+    pub async fn raw_count(&self, sql: &str) -> i64 {
+        match self.kind {
+            Kind::Sqlite => {
+                let path = self.sqlite_path().expect("sqlite path");
+                let conn = rusqlite::Connection::open(path).expect("open raw sqlite");
+                conn.query_row(sql, [], |r| r.get(0)).expect("raw count")
+            }
+            Kind::Postgres => {
+                let url = std::env::var(PG_ENV).expect("pg url");
+                let schema = self.options.schema.clone().expect("schema");
+                let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                    .await
+                    .expect("connect raw pg");
+                tokio::spawn(conn);
+                client
+                    .batch_execute(&format!("SET search_path = {schema}"))
+                    .await
+                    .expect("set search_path");
+                client.query_one(sql, &[]).await.expect("raw count").get(0)
+            }
+        }
+    }
+}
+
+impl Drop for TestStore {
+    fn drop(&mut self) {
+        if self.kind != Kind::Postgres {
+            return;
+        }
+        let (Ok(url), Some(schema)) = (std::env::var(PG_ENV), self.options.schema.clone()) else {
+            return;
+        };
+        // Drop runs inside the test's runtime; a fresh thread with its own runtime avoids
+        // blocking it.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime for cleanup");
+            rt.block_on(async move {
+                if let Ok((client, conn)) =
+                    tokio_postgres::connect(&url, tokio_postgres::NoTls).await
+                {
+                    tokio::spawn(conn);
+                    let _ = client
+                        .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A fresh SQLite store in a temp directory.
+pub async fn sqlite() -> TestStore {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("store.db").display());
+    let options = StoreOptions::default();
+    let store = Store::open(&url, options.clone())
+        .await
+        .expect("open sqlite");
+    TestStore {
+        store,
+        url,
+        options,
+        kind: Kind::Sqlite,
+        _dir: Some(dir),
+    }
+}
+
+/// A PostgreSQL store in a fresh schema, or `None` when the environment names no server.
+pub async fn postgres() -> Option<TestStore> {
+    let url = std::env::var(PG_ENV).ok().filter(|u| !u.is_empty())?;
+    let schema = format!("t_{:016x}", rand::random::<u64>());
+    let options = StoreOptions {
+        schema: Some(schema),
+        pool_size: 32,
+        ..StoreOptions::default()
+    };
+    let store = Store::open(&url, options.clone())
+        .await
+        .expect("open postgres");
+    Some(TestStore {
+        store,
+        url,
+        options,
+        kind: Kind::Postgres,
+        _dir: None,
+    })
+}
+
+/// A webhook event with Toggl event id `event_id`.
+pub fn event(event_id: i64) -> NewEvent {
+    NewEvent {
+        event_id,
+        subscription_id: Some(42),
+        workspace_id: Some(9_000_001),
+        entity: "time_entry".into(),
+        action: "created".into(),
+        trigger: "time_entry_started".into(),
+        entity_id: Some(4_100_000_001),
+        received_at: Utc::now(),
+        envelope: format!(r#"{{"event_id":{event_id},"payload":{{"id":4100000001}}}}"#),
+        ..NewEvent::default()
+    }
+}
+
+/// A job for rule `rule`, step 0.
+pub fn job(rule: &str, priority: i32) -> NewJob {
+    NewJob {
+        rule: rule.into(),
+        step_index: 0,
+        step_name: "first".into(),
+        payload: serde_json::json!({"rule": rule}),
+        not_before: None,
+        priority,
+    }
+}
+
+/// A fixed instant, for comparisons that must not depend on the clock.
+pub fn at(secs: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(secs, 0).expect("valid timestamp")
+}
+
+/// Polls `check` until it returns `Some` or `timeout` passes.
+pub async fn eventually<T, F, Fut>(timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "condition not met within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

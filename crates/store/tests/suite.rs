@@ -1,0 +1,1022 @@
+//! One behavioural suite run over every backend: SQLite (temp file) always, PostgreSQL when
+//! `TOGGL_CONNECT_TEST_POSTGRES_URL` is set (each test in a fresh schema).
+
+mod common;
+
+macro_rules! suite {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::cases::$name(crate::common::sqlite().await).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    match crate::common::postgres().await {
+                        Some(store) => super::cases::$name(store).await,
+                        None => eprintln!("{} not set: PostgreSQL case skipped", crate::common::PG_ENV),
+                    }
+                }
+            )*
+        }
+    };
+}
+
+suite!(
+    insert_read_and_list_events,
+    dedupe_64_concurrent_inserts_store_one,
+    dedupe_keys_for_derived_events,
+    entity_state_moves_forward_only,
+    jobs_claimed_exactly_once_by_concurrent_workers,
+    claim_order_and_not_before,
+    expired_lease_is_taken_over,
+    lease_lost_changes_nothing,
+    job_transitions,
+    attempts_and_step_results,
+    mark_sent_survives_reopen,
+    durable_across_reopen,
+    migrations_idempotent_and_refuse_newer_schema,
+    subscriptions_crud_and_secret_redaction,
+    checkpoints,
+    leadership,
+    prune_respects_jobs_and_retention_floor,
+    ping_and_stats,
+);
+
+mod cases {
+    use std::collections::HashSet;
+    use std::time::Duration;
+
+    use chrono::Utc;
+    use serde_json::json;
+    use toggl_connect_store::{
+        AttemptOutcome, AttemptRecord, EntityState, EventFilter, EventSource, JobFilter, JobStatus,
+        RetentionPolicy, Secret, StoreError, Subscription,
+    };
+
+    use crate::common::{Kind, TestStore, at, event, eventually, job};
+
+    const LONG: Duration = Duration::from_secs(600);
+
+    pub async fn insert_read_and_list_events(t: TestStore) {
+        let s = &t.store;
+        let mut e1 = event(8_100_000_000_000_001);
+        e1.received_at = at(1_736_499_600);
+        e1.envelope = "{\"event_id\": 8100000000000001 ,\n \"x\":\"é\"}".into();
+        let o1 = s.insert_event(e1.clone()).await.expect("insert 1");
+        assert!(!o1.duplicate);
+        let mut e2 = event(8_100_000_000_000_002);
+        e2.trigger = "time_entry_stopped".into();
+        e2.received_at = at(1_736_499_700);
+        let o2 = s.insert_event(e2).await.expect("insert 2");
+        assert!(o2.id > o1.id);
+
+        let got = s.get_event(o1.id).await.expect("get").expect("exists");
+        assert_eq!(got.event_id, 8_100_000_000_000_001);
+        assert_eq!(got.dedupe_key, "evt:8100000000000001");
+        assert_eq!(got.envelope, e1.envelope, "envelope kept byte for byte");
+        assert_eq!(got.received_at, e1.received_at);
+        assert_eq!(got.source, EventSource::Webhook);
+        assert_eq!(got.subscription_id, Some(42));
+        assert!(s.get_event(o2.id + 1000).await.expect("get").is_none());
+
+        let all = s.list_events(EventFilter::default()).await.expect("list");
+        assert_eq!(
+            all.iter().map(|e| e.id).collect::<Vec<_>>(),
+            vec![o1.id, o2.id]
+        );
+        let stopped = s
+            .list_events(EventFilter {
+                trigger: Some("time_entry_stopped".into()),
+                ..EventFilter::default()
+            })
+            .await
+            .expect("list by trigger");
+        assert_eq!(stopped.len(), 1);
+        assert_eq!(stopped[0].id, o2.id);
+        let after = s
+            .list_events(EventFilter {
+                after_id: Some(o1.id),
+                ..EventFilter::default()
+            })
+            .await
+            .expect("list after");
+        assert_eq!(after.iter().map(|e| e.id).collect::<Vec<_>>(), vec![o2.id]);
+        let window = s
+            .list_events(EventFilter {
+                since: Some(at(1_736_499_600)),
+                until: Some(at(1_736_499_700)),
+                ..EventFilter::default()
+            })
+            .await
+            .expect("list window");
+        assert_eq!(window.iter().map(|e| e.id).collect::<Vec<_>>(), vec![o1.id]);
+        let one = s
+            .list_events(EventFilter {
+                limit: Some(1),
+                ..EventFilter::default()
+            })
+            .await
+            .expect("list limit");
+        assert_eq!(one.len(), 1);
+    }
+
+    pub async fn dedupe_64_concurrent_inserts_store_one(t: TestStore) {
+        let store = t.store.clone();
+        let tasks: Vec<_> = (0..64)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let mut e = event(8_100_000_000_000_777);
+                    e.jobs = vec![job("notify", 0)];
+                    store.insert_event(e).await
+                })
+            })
+            .collect();
+        let mut outcomes = Vec::new();
+        for task in tasks {
+            outcomes.push(task.await.expect("join").expect("insert"));
+        }
+        assert_eq!(outcomes.iter().filter(|o| !o.duplicate).count(), 1);
+        let ids: HashSet<i64> = outcomes.iter().map(|o| o.id).collect();
+        assert_eq!(ids.len(), 1, "every duplicate reports the stored row");
+        let events = store
+            .list_events(EventFilter::default())
+            .await
+            .expect("list");
+        assert_eq!(events.len(), 1);
+        let jobs = store.list_jobs(JobFilter::default()).await.expect("jobs");
+        assert_eq!(jobs.len(), 1, "a duplicate enqueues nothing");
+        let stats = store.stats();
+        assert_eq!(stats.events_inserted, 1);
+        assert_eq!(stats.duplicates, 63);
+    }
+
+    pub async fn dedupe_keys_for_derived_events(t: TestStore) {
+        let s = &t.store;
+        let webhook = s.insert_event(event(5)).await.expect("webhook");
+        let mut polled = event(0);
+        polled.source = EventSource::Poll;
+        polled.dedupe_key = Some("time_entry:123:at=2025-01-10T09:00:01Z".into());
+        let p1 = s.insert_event(polled.clone()).await.expect("poll");
+        assert!(!p1.duplicate);
+        assert_ne!(p1.id, webhook.id);
+        let mut catchup = polled.clone();
+        catchup.source = EventSource::Catchup;
+        let p2 = s.insert_event(catchup).await.expect("catchup");
+        assert!(p2.duplicate, "the key is source-independent");
+        assert_eq!(p2.id, p1.id);
+
+        let mut replayed = event(5);
+        replayed.source = EventSource::Replay;
+        assert!(s.insert_event(replayed).await.expect("replay").duplicate);
+
+        let mut forged = event(6);
+        forged.dedupe_key = Some("anything".into());
+        assert!(matches!(
+            s.insert_event(forged).await,
+            Err(StoreError::InvalidInput(_))
+        ));
+        let mut spoof = event(0);
+        spoof.source = EventSource::Poll;
+        spoof.dedupe_key = Some("evt:5".into());
+        assert!(matches!(
+            s.insert_event(spoof).await,
+            Err(StoreError::InvalidInput(_))
+        ));
+        assert_eq!(
+            s.list_events(EventFilter::default())
+                .await
+                .expect("list")
+                .len(),
+            2
+        );
+    }
+
+    pub async fn entity_state_moves_forward_only(t: TestStore) {
+        let s = &t.store;
+        assert!(
+            s.get_entity_state("time_entry", 4_100_000_001)
+                .await
+                .expect("get")
+                .is_none()
+        );
+        let mut e = event(1);
+        e.entity_state = Some(EntityState {
+            state: json!({"duration": -1, "stop": null}),
+            at: at(2_000),
+        });
+        s.insert_event(e).await.expect("insert");
+        let (state, when) = s
+            .get_entity_state("time_entry", 4_100_000_001)
+            .await
+            .expect("get")
+            .expect("stored");
+        assert_eq!(state, json!({"duration": -1, "stop": null}));
+        assert_eq!(when, at(2_000));
+
+        let mut older = event(2);
+        older.entity_state = Some(EntityState {
+            state: json!({"old": true}),
+            at: at(1_000),
+        });
+        s.insert_event(older).await.expect("insert older");
+        let mut dup = event(1);
+        dup.entity_state = Some(EntityState {
+            state: json!({"dup": true}),
+            at: at(9_000),
+        });
+        assert!(s.insert_event(dup).await.expect("dup").duplicate);
+        let (state, _) = s
+            .get_entity_state("time_entry", 4_100_000_001)
+            .await
+            .expect("get")
+            .expect("stored");
+        assert_eq!(
+            state,
+            json!({"duration": -1, "stop": null}),
+            "older and duplicate ignored"
+        );
+
+        let mut newer = event(3);
+        newer.entity_state = Some(EntityState {
+            state: json!({"stop": "2025-01-10T10:00:00Z"}),
+            at: at(3_000),
+        });
+        s.insert_event(newer).await.expect("insert newer");
+        let (state, when) = s
+            .get_entity_state("time_entry", 4_100_000_001)
+            .await
+            .expect("get")
+            .expect("stored");
+        assert_eq!(state, json!({"stop": "2025-01-10T10:00:00Z"}));
+        assert_eq!(when, at(3_000));
+    }
+
+    pub async fn jobs_claimed_exactly_once_by_concurrent_workers(t: TestStore) {
+        let store = t.store.clone();
+        let mut expected = HashSet::new();
+        for i in 0..60 {
+            let mut e = event(1_000 + i);
+            e.jobs = vec![job("a", 0), job("b", 1)];
+            expected.extend(store.insert_event(e).await.expect("insert").job_ids);
+        }
+        assert_eq!(expected.len(), 120);
+        let workers: Vec<_> = (0..8)
+            .map(|w| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let name = format!("worker-{w}");
+                    let mut mine = Vec::new();
+                    loop {
+                        let jobs = store.claim_jobs(&name, 3, LONG).await.expect("claim");
+                        if jobs.is_empty() {
+                            break;
+                        }
+                        for j in jobs {
+                            assert_eq!(j.status, JobStatus::Running);
+                            assert_eq!(j.lease_owner.as_deref(), Some(name.as_str()));
+                            store
+                                .complete_job(j.id, &name, json!({"by": name}))
+                                .await
+                                .expect("complete");
+                            mine.push(j.id);
+                        }
+                    }
+                    mine
+                })
+            })
+            .collect();
+        let mut seen = Vec::new();
+        for w in workers {
+            seen.extend(w.await.expect("join"));
+        }
+        let unique: HashSet<i64> = seen.iter().copied().collect();
+        assert_eq!(seen.len(), unique.len(), "no job claimed twice");
+        assert_eq!(unique, expected, "every job claimed");
+        let succeeded = store
+            .list_jobs(JobFilter {
+                status: Some(JobStatus::Succeeded),
+                limit: Some(1000),
+                ..JobFilter::default()
+            })
+            .await
+            .expect("list");
+        assert_eq!(succeeded.len(), 120);
+        assert!(succeeded.iter().all(|j| j.attempts == 1));
+    }
+
+    pub async fn claim_order_and_not_before(t: TestStore) {
+        let s = &t.store;
+        let mut e = event(1);
+        let mut later = job("later", 0);
+        later.not_before = Some(Utc::now() + chrono::Duration::hours(1));
+        let mut early = job("poll", 5);
+        early.not_before = Some(at(1_000));
+        e.jobs = vec![job("poll-now", 5), job("action", 0), later, early];
+        let ids = s.insert_event(e).await.expect("insert").job_ids;
+        let claimed = s.claim_jobs("w", 10, LONG).await.expect("claim");
+        let order: Vec<i64> = claimed.iter().map(|j| j.id).collect();
+        // priority first, then not_before (the back-dated poll job), then id.
+        assert_eq!(order, vec![ids[1], ids[3], ids[0]]);
+        assert!(claimed.iter().all(|j| j.attempts == 1));
+        assert!(
+            s.claim_jobs("w", 10, LONG).await.expect("claim").is_empty(),
+            "future job waits"
+        );
+        let limited = s
+            .list_jobs(JobFilter {
+                rule: Some("later".into()),
+                ..JobFilter::default()
+            })
+            .await
+            .expect("list");
+        assert_eq!(limited[0].status, JobStatus::Pending);
+    }
+
+    pub async fn expired_lease_is_taken_over(t: TestStore) {
+        let s = t.store.clone();
+        let mut e = event(1);
+        e.jobs = vec![job("a", 0)];
+        let id = s.insert_event(e).await.expect("insert").job_ids[0];
+        let first = s
+            .claim_jobs("a", 1, Duration::from_millis(300))
+            .await
+            .expect("claim");
+        assert_eq!(first.len(), 1);
+        assert!(
+            s.claim_jobs("b", 1, LONG).await.expect("claim").is_empty(),
+            "lease still held"
+        );
+        let taken = eventually(Duration::from_secs(10), || {
+            let s = s.clone();
+            async move {
+                let jobs = s.claim_jobs("b", 1, LONG).await.expect("claim");
+                (!jobs.is_empty()).then_some(jobs)
+            }
+        })
+        .await;
+        assert_eq!(taken[0].id, id);
+        assert_eq!(taken[0].attempts, 2);
+        assert_eq!(taken[0].lease_owner.as_deref(), Some("b"));
+        let err = s
+            .complete_job(id, "a", json!(1))
+            .await
+            .expect_err("a lost its lease");
+        assert!(err.is_lease_lost(), "{err:?}");
+        let err = s
+            .renew_lease(id, "a", LONG)
+            .await
+            .expect_err("a cannot renew");
+        assert!(err.is_lease_lost());
+        let expiry = s.renew_lease(id, "b", LONG).await.expect("b renews");
+        assert!(expiry > Utc::now() + chrono::Duration::seconds(500));
+        s.complete_job(id, "b", json!({"done": true}))
+            .await
+            .expect("b completes");
+        let j = s.get_job(id).await.expect("get").expect("exists").job;
+        assert_eq!(j.status, JobStatus::Succeeded);
+        assert_eq!(j.result, Some(json!({"done": true})));
+    }
+
+    pub async fn lease_lost_changes_nothing(t: TestStore) {
+        let s = &t.store;
+        let mut e = event(1);
+        e.jobs = vec![job("a", 0)];
+        let id = s.insert_event(e).await.expect("insert").job_ids[0];
+        // Not claimed yet: nobody holds it.
+        assert!(
+            s.complete_job(id, "w", json!(1))
+                .await
+                .expect_err("pending")
+                .is_lease_lost()
+        );
+        s.claim_jobs("w", 1, LONG).await.expect("claim");
+        let before = s.get_job(id).await.expect("get").expect("exists").job;
+        let attempts = [
+            s.complete_job(id, "intruder", json!(1)).await,
+            s.retry_job_later(id, "intruder", Utc::now(), "x").await,
+            s.dead_letter(id, "intruder", "x").await,
+            s.mark_sent(id, "intruder", "fp".into()).await,
+            s.complete_job_with_followups(id, "intruder", json!(1), vec![job("next", 0)])
+                .await
+                .map(|_| ()),
+        ];
+        for r in attempts {
+            match r {
+                Err(StoreError::LeaseLost { job_id, worker }) => {
+                    assert_eq!(job_id, id);
+                    assert_eq!(worker, "intruder");
+                }
+                other => panic!("expected LeaseLost, got {other:?}"),
+            }
+        }
+        let after = s.get_job(id).await.expect("get").expect("exists").job;
+        assert_eq!(before, after, "nothing changed");
+        assert_eq!(
+            s.list_jobs(JobFilter::default()).await.expect("list").len(),
+            1,
+            "no followup"
+        );
+        assert!(
+            s.complete_job(999_999, "w", json!(1))
+                .await
+                .expect_err("missing")
+                .is_not_found()
+        );
+    }
+
+    pub async fn job_transitions(t: TestStore) {
+        let s = &t.store;
+        let mut e = event(1);
+        e.jobs = vec![job("a", 0)];
+        let id = s.insert_event(e).await.expect("insert").job_ids[0];
+        s.claim_jobs("w", 1, LONG).await.expect("claim");
+        let future = Utc::now() + chrono::Duration::hours(1);
+        s.retry_job_later(id, "w", future, "429 from toggl")
+            .await
+            .expect("retry later");
+        let j = s.get_job(id).await.expect("get").expect("exists").job;
+        assert_eq!(j.status, JobStatus::Pending);
+        assert_eq!(j.last_error.as_deref(), Some("429 from toggl"));
+        assert!(
+            s.claim_jobs("w", 1, LONG).await.expect("claim").is_empty(),
+            "not before retry time"
+        );
+        assert!(matches!(
+            s.retry_dead(id).await,
+            Err(StoreError::WrongState {
+                status: JobStatus::Pending,
+                ..
+            })
+        ));
+        // Back-date by cancelling and retrying is not possible; instead cancel a pending job.
+        s.cancel_job(id).await.expect("cancel pending");
+        assert!(matches!(
+            s.cancel_job(id).await,
+            Err(StoreError::WrongState {
+                status: JobStatus::Cancelled,
+                ..
+            })
+        ));
+
+        let mut e = event(2);
+        e.jobs = vec![job("b", 0)];
+        let id = s.insert_event(e).await.expect("insert").job_ids[0];
+        s.claim_jobs("w", 1, LONG).await.expect("claim");
+        s.dead_letter(id, "w", "400 bad request")
+            .await
+            .expect("dead");
+        let dead = s
+            .list_jobs(JobFilter {
+                status: Some(JobStatus::Dead),
+                ..JobFilter::default()
+            })
+            .await
+            .expect("list dead");
+        assert_eq!(dead.len(), 1);
+        assert!(dead[0].finished_at.is_some());
+        s.retry_dead(id).await.expect("retry dead");
+        let again = s.claim_jobs("w2", 1, LONG).await.expect("claim");
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].id, id);
+        assert_eq!(again[0].attempts, 2);
+        assert_eq!(again[0].finished_at, None);
+        // Cancelling a running job takes the lease away from its worker.
+        s.cancel_job(id).await.expect("cancel running");
+        assert!(
+            s.complete_job(id, "w2", json!(1))
+                .await
+                .expect_err("cancelled")
+                .is_lease_lost()
+        );
+        assert!(
+            s.cancel_job(424_242)
+                .await
+                .expect_err("missing")
+                .is_not_found()
+        );
+        assert!(
+            s.retry_dead(424_242)
+                .await
+                .expect_err("missing")
+                .is_not_found()
+        );
+    }
+
+    pub async fn attempts_and_step_results(t: TestStore) {
+        let s = &t.store;
+        let mut e = event(1);
+        let mut first = job("sync", 0);
+        first.step_name = "create_task".into();
+        e.jobs = vec![first, job("other", 0)];
+        let out = s.insert_event(e).await.expect("insert");
+        let (id, other) = (out.job_ids[0], out.job_ids[1]);
+        let claimed = s.claim_jobs("w", 2, LONG).await.expect("claim");
+        assert_eq!(claimed.len(), 2);
+        let started = at(1_736_499_600);
+        s.record_attempt(
+            id,
+            AttemptRecord {
+                attempt: 1,
+                started_at: started,
+                finished_at: at(1_736_499_601),
+                request: Some("POST /workspaces/{workspace_id}/projects/{project_id}/tasks".into()),
+                status: Some(200),
+                error: None,
+                outcome: AttemptOutcome::Ok,
+            },
+        )
+        .await
+        .expect("record");
+        assert!(
+            s.record_attempt(
+                77_777,
+                AttemptRecord {
+                    attempt: 1,
+                    started_at: started,
+                    finished_at: started,
+                    request: None,
+                    status: None,
+                    error: None,
+                    outcome: AttemptOutcome::Dead,
+                },
+            )
+            .await
+            .expect_err("missing job")
+            .is_not_found()
+        );
+        let mut second = job("sync", 0);
+        second.step_index = 1;
+        second.step_name = "tag_entry".into();
+        let next = s
+            .complete_job_with_followups(id, "w", json!({"id": 123, "name": "t"}), vec![second])
+            .await
+            .expect("complete");
+        assert_eq!(next.len(), 1);
+        s.complete_job(other, "w", json!({"other": true}))
+            .await
+            .expect("complete other");
+
+        let detail = s.get_job(id).await.expect("get").expect("exists");
+        assert_eq!(detail.attempts.len(), 1);
+        assert_eq!(detail.attempts[0].status, Some(200));
+        assert_eq!(detail.attempts[0].started_at, started);
+        assert_eq!(detail.attempts[0].outcome, AttemptOutcome::Ok);
+        assert!(s.get_job(88_888).await.expect("get").is_none());
+
+        let results = s
+            .step_results_for_event(out.id, "sync")
+            .await
+            .expect("results");
+        assert_eq!(results.len(), 1);
+        assert_eq!(results[0].step_name, "create_task");
+        assert_eq!(results[0].result, json!({"id": 123, "name": "t"}));
+
+        let followup = s.claim_jobs("w", 1, LONG).await.expect("claim followup");
+        assert_eq!(followup[0].id, next[0]);
+        assert_eq!(followup[0].event_row_id, out.id);
+        s.complete_job(next[0], "w", json!({"tagged": true}))
+            .await
+            .expect("complete 2");
+        let results = s
+            .step_results_for_event(out.id, "sync")
+            .await
+            .expect("results");
+        assert_eq!(
+            results.iter().map(|r| r.step_index).collect::<Vec<_>>(),
+            vec![0, 1]
+        );
+
+        let more = s
+            .enqueue_jobs(out.id, vec![job("late", 3)])
+            .await
+            .expect("enqueue");
+        assert_eq!(more.len(), 1);
+        assert!(
+            s.enqueue_jobs(999_999, vec![job("x", 0)])
+                .await
+                .expect_err("no event")
+                .is_not_found()
+        );
+    }
+
+    pub async fn mark_sent_survives_reopen(t: TestStore) {
+        let mut e = event(1);
+        e.jobs = vec![job("create", 0)];
+        let id = t.store.insert_event(e).await.expect("insert").job_ids[0];
+        t.store
+            .claim_jobs("w", 1, Duration::from_millis(200))
+            .await
+            .expect("claim");
+        t.store
+            .mark_sent(id, "w", "POST /tasks#sha256:abc".into())
+            .await
+            .expect("mark sent");
+        // A new process: the old worker is gone, its lease expires, another worker takes over
+        // and must see that the request may already have been sent.
+        let reopened = t.reopen().await;
+        let job = eventually(Duration::from_secs(10), || {
+            let s = reopened.clone();
+            async move { s.claim_jobs("w2", 1, LONG).await.expect("claim").pop() }
+        })
+        .await;
+        assert_eq!(job.id, id);
+        assert_eq!(
+            job.sent_fingerprint.as_deref(),
+            Some("POST /tasks#sha256:abc")
+        );
+        assert!(job.sent_at.is_some());
+    }
+
+    pub async fn durable_across_reopen(t: TestStore) {
+        let mut ids = Vec::new();
+        for i in 0..20 {
+            let mut e = event(i);
+            e.jobs = vec![job("r", 0)];
+            ids.push(t.store.insert_event(e).await.expect("insert").id);
+        }
+        t.store
+            .set_checkpoint("since:9000001", "1736499600")
+            .await
+            .expect("checkpoint");
+        drop(t.store.clone());
+        let reopened = t.reopen().await;
+        let events = reopened
+            .list_events(EventFilter {
+                limit: Some(1000),
+                ..EventFilter::default()
+            })
+            .await
+            .expect("list");
+        assert_eq!(events.iter().map(|e| e.id).collect::<Vec<_>>(), ids);
+        assert_eq!(
+            reopened
+                .list_jobs(JobFilter::default())
+                .await
+                .expect("jobs")
+                .len(),
+            20
+        );
+        assert_eq!(
+            reopened
+                .get_checkpoint("since:9000001")
+                .await
+                .expect("get")
+                .as_deref(),
+            Some("1736499600")
+        );
+        assert!(
+            reopened
+                .insert_event(event(3))
+                .await
+                .expect("dup")
+                .duplicate,
+            "dedupe survives"
+        );
+    }
+
+    pub async fn migrations_idempotent_and_refuse_newer_schema(t: TestStore) {
+        t.store.insert_event(event(1)).await.expect("insert");
+        for _ in 0..3 {
+            let again = t.reopen().await;
+            assert_eq!(
+                again
+                    .list_events(EventFilter::default())
+                    .await
+                    .expect("list")
+                    .len(),
+                1
+            );
+        }
+        assert_eq!(
+            t.raw_count("SELECT count(*) FROM schema_migrations").await,
+            1
+        );
+        t.raw_sql(match t.kind {
+            Kind::Sqlite => "INSERT INTO schema_migrations VALUES (9999, 'future', 0)",
+            Kind::Postgres => {
+                "INSERT INTO schema_migrations (version, name) VALUES (9999, 'future')"
+            }
+        })
+        .await;
+        match toggl_connect_store::Store::open(&t.url, t.options.clone()).await {
+            Err(StoreError::Migration { version: 9999, .. }) => {}
+            other => panic!("expected a Migration error, got {other:?}"),
+        }
+    }
+
+    pub async fn subscriptions_crud_and_secret_redaction(t: TestStore) {
+        let s = &t.store;
+        let sub = Subscription {
+            workspace_id: 9_000_001,
+            subscription_id: 42,
+            url_callback: "https://example.test/hooks/toggl".into(),
+            secret: Secret::new("PGuRrhCFajIyEvFlreKL"),
+            previous_secret: None,
+            event_filters: json!([{"entity": "time_entry", "action": "*"}]),
+            enabled: true,
+            validated: false,
+            updated_at: at(0),
+        };
+        assert!(!format!("{sub:?}").contains("PGuRrhCFajIyEvFlreKL"));
+        assert_eq!(format!("{}", sub.secret), "[redacted]");
+        s.upsert_subscription(sub.clone()).await.expect("upsert");
+        let mut other = sub.clone();
+        other.workspace_id = 9_000_002;
+        other.subscription_id = 7;
+        s.upsert_subscription(other).await.expect("upsert other");
+        let got = s
+            .get_subscription(9_000_001, 42)
+            .await
+            .expect("get")
+            .expect("exists");
+        assert_eq!(got.secret.expose(), "PGuRrhCFajIyEvFlreKL");
+        assert_eq!(got.event_filters, sub.event_filters);
+        assert!(got.updated_at > at(0), "store sets updated_at");
+
+        let mut rotated = got.clone();
+        rotated.previous_secret = Some(rotated.secret.clone());
+        rotated.secret = Secret::new("new-secret");
+        rotated.validated = true;
+        s.upsert_subscription(rotated).await.expect("rotate");
+        let got = s
+            .get_subscription(9_000_001, 42)
+            .await
+            .expect("get")
+            .expect("exists");
+        assert_eq!(got.secret.expose(), "new-secret");
+        assert_eq!(
+            got.previous_secret.as_ref().map(Secret::expose),
+            Some("PGuRrhCFajIyEvFlreKL")
+        );
+        assert!(got.validated);
+
+        assert_eq!(s.list_subscriptions(None).await.expect("list").len(), 2);
+        let ws = s
+            .list_subscriptions(Some(9_000_002))
+            .await
+            .expect("list ws");
+        assert_eq!(ws.len(), 1);
+        assert_eq!(ws[0].subscription_id, 7);
+        assert!(s.delete_subscription(9_000_001, 42).await.expect("delete"));
+        assert!(
+            !s.delete_subscription(9_000_001, 42)
+                .await
+                .expect("delete again")
+        );
+        assert!(
+            s.get_subscription(9_000_001, 42)
+                .await
+                .expect("get")
+                .is_none()
+        );
+    }
+
+    pub async fn checkpoints(t: TestStore) {
+        let s = &t.store;
+        assert_eq!(s.get_checkpoint("poll:1").await.expect("get"), None);
+        s.set_checkpoint("poll:1", "100").await.expect("set");
+        s.set_checkpoint("poll:1", "200").await.expect("overwrite");
+        s.set_checkpoint("poll:2", "5").await.expect("set other");
+        assert_eq!(
+            s.get_checkpoint("poll:1").await.expect("get").as_deref(),
+            Some("200")
+        );
+        assert_eq!(
+            s.get_checkpoint("poll:2").await.expect("get").as_deref(),
+            Some("5")
+        );
+    }
+
+    pub async fn leadership(t: TestStore) {
+        let s = t.store.clone();
+        assert!(
+            s.try_lead("poller", "a", Duration::from_millis(300))
+                .await
+                .expect("a")
+        );
+        assert!(
+            !s.try_lead("poller", "b", LONG).await.expect("b"),
+            "a holds it"
+        );
+        assert!(
+            s.try_lead("poller", "a", Duration::from_millis(300))
+                .await
+                .expect("a renews")
+        );
+        assert!(
+            s.try_lead("other", "b", LONG)
+                .await
+                .expect("independent names")
+        );
+        // a stops renewing (killed): b takes over after the ttl.
+        eventually(Duration::from_secs(10), || {
+            let s = s.clone();
+            async move {
+                s.try_lead("poller", "b", LONG)
+                    .await
+                    .expect("b")
+                    .then_some(())
+            }
+        })
+        .await;
+        assert!(
+            !s.try_lead("poller", "a", LONG).await.expect("a"),
+            "b holds it now"
+        );
+        assert!(!s.release_lead("poller", "a").await.expect("a release"));
+        assert!(s.release_lead("poller", "b").await.expect("b release"));
+        assert!(s.try_lead("poller", "a", LONG).await.expect("free again"));
+    }
+
+    pub async fn prune_respects_jobs_and_retention_floor(t: TestStore) {
+        let s = &t.store;
+        let old = Utc::now() - chrono::Duration::days(30);
+        let mut ids = Vec::new();
+        for i in 0..3 {
+            let mut e = event(i);
+            e.received_at = old;
+            e.jobs = vec![job("r", 0)];
+            ids.push(s.insert_event(e).await.expect("insert"));
+        }
+        let mut fresh = event(100);
+        fresh.jobs = vec![job("r", 0)];
+        let fresh = s.insert_event(fresh).await.expect("fresh");
+        // Finish the first two old events' jobs and the fresh one's; leave the third pending.
+        let claimed = s.claim_jobs("w", 4, LONG).await.expect("claim");
+        for j in &claimed {
+            if j.id == ids[2].job_ids[0] {
+                s.retry_job_later(j.id, "w", Utc::now() + chrono::Duration::hours(1), "later")
+                    .await
+                    .expect("retry");
+            } else if j.id == ids[1].job_ids[0] {
+                s.dead_letter(j.id, "w", "gone").await.expect("dead");
+            } else {
+                s.complete_job(j.id, "w", json!(null))
+                    .await
+                    .expect("complete");
+            }
+        }
+        let too_short = RetentionPolicy {
+            events_older_than: Duration::from_secs(3600),
+            finished_jobs_older_than: Duration::ZERO,
+        };
+        assert!(matches!(
+            s.prune(too_short).await,
+            Err(StoreError::InvalidInput(_))
+        ));
+        let counts = s
+            .prune(RetentionPolicy {
+                events_older_than: Duration::from_secs(10 * 86_400),
+                finished_jobs_older_than: Duration::ZERO,
+            })
+            .await
+            .expect("prune");
+        assert_eq!(counts.jobs, 3, "finished jobs (2 old + fresh) removed");
+        assert_eq!(counts.events, 2, "old events without jobs removed");
+        assert!(s.get_event(ids[0].id).await.expect("get").is_none());
+        assert!(
+            s.get_event(ids[2].id).await.expect("get").is_some(),
+            "pending job keeps its event"
+        );
+        assert!(
+            s.get_event(fresh.id).await.expect("get").is_some(),
+            "recent event kept"
+        );
+        assert!(s.get_job(ids[2].job_ids[0]).await.expect("get").is_some());
+        // Row ids are not reused after pruning (callers page with after_id).
+        let next = s.insert_event(event(200)).await.expect("insert");
+        assert!(next.id > fresh.id);
+    }
+
+    pub async fn ping_and_stats(t: TestStore) {
+        let s = &t.store;
+        s.ping().await.expect("ping");
+        assert_eq!(
+            s.backend_name(),
+            if t.kind == Kind::Sqlite {
+                "sqlite"
+            } else {
+                "postgres"
+            }
+        );
+        let before = s.stats();
+        let mut e = event(1);
+        e.jobs = vec![job("a", 0), job("b", 0)];
+        s.insert_event(e).await.expect("insert");
+        s.insert_event(event(1)).await.expect("dup");
+        s.claim_jobs("w", 1, LONG).await.expect("claim");
+        let after = s.stats();
+        assert_eq!(after.events_inserted - before.events_inserted, 1);
+        assert_eq!(after.duplicates - before.duplicates, 1);
+        assert_eq!(after.jobs_enqueued - before.jobs_enqueued, 2);
+        assert_eq!(after.jobs_claimed - before.jobs_claimed, 1);
+        assert!(after.commits >= before.commits + 3);
+        assert!(after.writes >= after.commits);
+    }
+}
+
+/// SQLite-only: group commit must actually fold concurrent writes into fewer commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_group_commit_batches_concurrent_inserts() {
+    let t = common::sqlite().await;
+    let before = t.store.stats();
+    let tasks: Vec<_> = (0..400)
+        .map(|i| {
+            let store = t.store.clone();
+            tokio::spawn(async move { store.insert_event(common::event(10_000 + i)).await })
+        })
+        .collect();
+    for task in tasks {
+        assert!(!task.await.expect("join").expect("insert").duplicate);
+    }
+    let after = t.store.stats();
+    let commits = after.commits - before.commits;
+    let events = after.events_inserted - before.events_inserted;
+    assert_eq!(events, 400);
+    assert!(
+        commits < events,
+        "group commit: {commits} commits for {events} events"
+    );
+    assert!(after.max_writes_per_commit > 1);
+    eprintln!(
+        "group commit: {events} events in {commits} commits ({:.1} per commit)",
+        events as f64 / commits as f64
+    );
+}
+
+/// The in-memory SQLite store works without a file (reads go through the writer).
+#[tokio::test]
+async fn sqlite_memory_store_works() {
+    let store = toggl_connect_store::Store::open("sqlite::memory:", Default::default())
+        .await
+        .expect("open");
+    let mut e = common::event(1);
+    e.jobs = vec![common::job("a", 0)];
+    let out = store.insert_event(e).await.expect("insert");
+    assert!(store.get_event(out.id).await.expect("get").is_some());
+    assert_eq!(
+        store
+            .claim_jobs("w", 5, std::time::Duration::from_secs(5))
+            .await
+            .expect("claim")
+            .len(),
+        1
+    );
+    // Each memory store is private.
+    let other = toggl_connect_store::Store::open("sqlite::memory:", Default::default())
+        .await
+        .expect("open");
+    assert!(other.get_event(out.id).await.expect("get").is_none());
+}
+
+#[tokio::test]
+async fn bad_urls_are_config_errors() {
+    for url in [
+        "mysql://x",
+        "sqlite://",
+        "postgres://u@127.0.0.1:9/db?sslmode=bogus",
+    ] {
+        match toggl_connect_store::Store::open(url, Default::default()).await {
+            Err(toggl_connect_store::StoreError::Config(_)) => {}
+            other => panic!("{url}: expected Config error, got {other:?}"),
+        }
+    }
+    let bad_schema = toggl_connect_store::StoreOptions {
+        schema: Some("x; DROP TABLE y".into()),
+        ..Default::default()
+    };
+    assert!(matches!(
+        toggl_connect_store::Store::open("postgres://u@127.0.0.1:9/db", bad_schema).await,
+        Err(toggl_connect_store::StoreError::Config(_))
+    ));
+}
+
+#[tokio::test]
+async fn unreachable_postgres_is_unavailable() {
+    // A "server" that hangs up on every connection: the receiver must map this to 503.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            drop(socket);
+        }
+    });
+    let options = toggl_connect_store::StoreOptions {
+        connect_timeout: std::time::Duration::from_secs(2),
+        ..Default::default()
+    };
+    let url = format!("postgres://u@{addr}/db");
+    let err = toggl_connect_store::Store::open(&url, options)
+        .await
+        .expect_err("the server hangs up");
+    assert!(err.is_unavailable(), "{err:?}");
+}

@@ -1,0 +1,163 @@
+//! Trigger names for an event, including the derived `time_entry_started` / `time_entry_stopped`.
+//!
+//! Toggl has no event names: a delivery carries `metadata.model` and `metadata.action`. The base
+//! trigger is `<model>_<action>`. Two more are derived for time entries, and both need care
+//! (users.md #6: "started fires on stop", "entries created already stopped are missed"):
+//!
+//! - `time_entry_started`: a created or updated entry whose duration is negative (running) and
+//!   that was not running before. An entry created already stopped is only `created`.
+//! - `time_entry_stopped`: `stop` went from null to a value. An edit of an entry that was already
+//!   stopped is only `updated`.
+//!
+//! "Before" comes from the stored previous state of the entry. When there is none (the first
+//! event we see for an entry), an update is `stopped` only when the request itself was the stop
+//! call (`metadata.path` ending in `/stop`) and `started` only when the entry runs now and the
+//! request carried a negative duration; we would rather miss a derived trigger than fire a wrong one.
+
+use serde_json::Value;
+
+use crate::envelope::Event;
+
+/// The triggers an event fires, most specific last.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Classification {
+    /// `<entity>_<action>`, always present.
+    pub base: String,
+    /// Derived triggers (`time_entry_started`, `time_entry_stopped`).
+    pub derived: Vec<&'static str>,
+}
+
+impl Classification {
+    /// Every trigger name this event fires.
+    pub fn all(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.base.as_str()).chain(self.derived.iter().copied())
+    }
+}
+
+/// Whether a time entry JSON object describes a running entry.
+pub fn is_running(entry: &Value) -> bool {
+    let stop_null = entry.get("stop").is_none_or(Value::is_null);
+    let negative = entry.get("duration").and_then(Value::as_i64).is_some_and(|d| d < 0);
+    negative && stop_null
+}
+
+fn has_stop(entry: &Value) -> bool {
+    entry.get("stop").is_some_and(|s| !s.is_null())
+}
+
+/// Classifies `event`, given the entity's previously stored state when there is one.
+pub fn classify(event: &Event, previous: Option<&Value>) -> Classification {
+    let base = format!("{}_{}", event.entity, event.action);
+    let mut derived = Vec::new();
+    if event.entity == "time_entry" {
+        let now_running = is_running(&event.payload);
+        match (event.action.as_str(), previous) {
+            ("created", _) => {
+                if now_running {
+                    derived.push("time_entry_started");
+                }
+            }
+            ("updated", Some(prev)) => {
+                let was_running = is_running(prev);
+                if now_running && !was_running {
+                    derived.push("time_entry_started");
+                }
+                if !has_stop(prev) && was_running && has_stop(&event.payload) {
+                    derived.push("time_entry_stopped");
+                }
+            }
+            ("updated", None) => {
+                let via_stop_call = event.path.as_deref().is_some_and(|p| p.ends_with("/stop"));
+                if via_stop_call && has_stop(&event.payload) {
+                    derived.push("time_entry_stopped");
+                }
+            }
+            _ => {}
+        }
+    }
+    Classification { base, derived }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn event(action: &str, payload: Value, path: Option<&str>) -> Event {
+        Event {
+            event_id: 1,
+            subscription_id: None,
+            creator_id: None,
+            entity: "time_entry".into(),
+            action: action.into(),
+            workspace_id: Some(1),
+            entity_id: Some(7),
+            path: path.map(Into::into),
+            created_at: None,
+            payload,
+        }
+    }
+
+    fn running() -> Value {
+        json!({"id":7,"duration":-1736499600,"stop":null})
+    }
+    fn stopped() -> Value {
+        json!({"id":7,"duration":60,"stop":"2025-01-10T09:01:00Z"})
+    }
+
+    #[test]
+    fn created_running_is_started() {
+        let c = classify(&event("created", running(), None), None);
+        assert_eq!(c.base, "time_entry_created");
+        assert_eq!(c.derived, vec!["time_entry_started"]);
+    }
+
+    #[test]
+    fn created_stopped_is_only_created() {
+        assert!(classify(&event("created", stopped(), None), None).derived.is_empty());
+    }
+
+    #[test]
+    fn stop_is_stopped_not_started() {
+        let c = classify(&event("updated", stopped(), None), Some(&running()));
+        assert_eq!(c.derived, vec!["time_entry_stopped"]);
+    }
+
+    #[test]
+    fn edit_of_stopped_entry_is_only_updated() {
+        let mut edited = stopped();
+        edited["description"] = json!("renamed");
+        assert!(classify(&event("updated", edited, None), Some(&stopped())).derived.is_empty());
+    }
+
+    #[test]
+    fn edit_of_running_entry_is_only_updated() {
+        let mut edited = running();
+        edited["description"] = json!("renamed");
+        assert!(classify(&event("updated", edited, None), Some(&running())).derived.is_empty());
+    }
+
+    #[test]
+    fn restart_by_update_is_started() {
+        let c = classify(&event("updated", running(), None), Some(&stopped()));
+        assert_eq!(c.derived, vec!["time_entry_started"]);
+    }
+
+    #[test]
+    fn without_history_only_the_stop_call_counts() {
+        let c = classify(&event("updated", stopped(), Some("/api/v9/workspaces/1/time_entries/7/stop")), None);
+        assert_eq!(c.derived, vec!["time_entry_stopped"]);
+        assert!(classify(&event("updated", stopped(), Some("/api/v9/workspaces/1/time_entries/7")), None)
+            .derived
+            .is_empty());
+    }
+
+    #[test]
+    fn other_entities_have_base_only() {
+        let mut e = event("created", json!({"id":1}), None);
+        e.entity = "project".into();
+        let c = classify(&e, None);
+        assert_eq!(c.base, "project_created");
+        assert!(c.derived.is_empty());
+    }
+}

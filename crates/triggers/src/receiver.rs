@@ -1,0 +1,343 @@
+//! The webhook receiver: `POST {callback_path}` (and the seed's per-event paths below it).
+//!
+//! Order of checks, and why:
+//! 1. method (405) and size (413) before reading anything else, so a hostile sender cannot make
+//!    us buffer more than the limit;
+//! 2. the signature over the raw bytes (401, no detail, nothing stored): nothing about the body is
+//!    trusted before this, so the secret is chosen by trying every known one (a handful: current
+//!    and previous secret of each subscription, plus secrets of subscriptions being created, whose
+//!    id we do not know yet when Toggl's validation ping arrives);
+//! 3. the envelope (400);
+//! 4. pings are answered by echoing `validation_code` and are not events;
+//! 5. events are classified and stored durably, deduped by `event_id` (Toggl signs no timestamp,
+//!    so a captured delivery can be replayed at will: the dedupe key is the replay defence), and
+//!    only then answered 200. A store that cannot take the event answers 503 so Toggl redelivers.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::{Json, Router};
+use chrono::Utc;
+use parking_lot::RwLock;
+use serde_json::{Value, json};
+use toggl_connect_store::{EntityState, EventSource, NewEvent, NewJob, Store, StoreError};
+use tokio::sync::broadcast;
+
+use crate::classify::{Classification, classify};
+use crate::envelope::{self, Delivery, Event};
+use crate::metrics::{Metrics, Rejection};
+use crate::signature::{self, SIGNATURE_HEADER, SigningSecret};
+
+/// Default largest delivery body accepted.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Default path Toggl delivers to.
+pub const DEFAULT_CALLBACK_PATH: &str = "/webhooks/toggl";
+
+/// The secrets deliveries may be signed with.
+#[derive(Debug, Default)]
+pub struct SecretRing {
+    entries: RwLock<Vec<RingEntry>>,
+}
+
+#[derive(Debug, Clone)]
+struct RingEntry {
+    /// `None` while the subscription is being created and Toggl has not told us its id.
+    subscription_id: Option<i64>,
+    secret: SigningSecret,
+}
+
+impl SecretRing {
+    /// Accepts `secret` for `subscription_id` (or for a subscription being created).
+    pub fn add(&self, subscription_id: Option<i64>, secret: SigningSecret) {
+        let mut entries = self.entries.write();
+        if !entries.iter().any(|e| e.subscription_id == subscription_id && e.secret == secret) {
+            entries.push(RingEntry { subscription_id, secret });
+        }
+    }
+
+    /// Records the id of a subscription created with `secret`.
+    pub fn bind(&self, secret: &SigningSecret, subscription_id: i64) {
+        for e in self.entries.write().iter_mut() {
+            if e.subscription_id.is_none() && &e.secret == secret {
+                e.subscription_id = Some(subscription_id);
+            }
+        }
+    }
+
+    /// Stops accepting every secret of `subscription_id` except `keep`.
+    pub fn retain_for(&self, subscription_id: i64, keep: &[SigningSecret]) {
+        self.entries
+            .write()
+            .retain(|e| e.subscription_id != Some(subscription_id) || keep.contains(&e.secret));
+    }
+
+    /// Forgets an unbound secret (a create that failed).
+    pub fn remove_unbound(&self, secret: &SigningSecret) {
+        self.entries.write().retain(|e| !(e.subscription_id.is_none() && &e.secret == secret));
+    }
+
+    /// How many secrets are accepted.
+    pub fn len(&self) -> usize {
+        self.entries.read().len()
+    }
+
+    /// Whether no secret is accepted (every delivery will be refused).
+    pub fn is_empty(&self) -> bool {
+        self.entries.read().is_empty()
+    }
+
+    fn snapshot(&self) -> Vec<SigningSecret> {
+        self.entries.read().iter().map(|e| e.secret.clone()).collect()
+    }
+}
+
+/// Decides which jobs an event starts; the automation crate provides the real one.
+pub trait JobPlanner: Send + Sync + 'static {
+    /// Jobs for `event`, which fires every trigger in `classification`.
+    fn plan(&self, event: &Event, classification: &Classification, envelope: &Value) -> Vec<NewJob>;
+}
+
+/// A stored event, announced to in-process listeners after it is durable.
+#[derive(Debug, Clone)]
+pub struct StoredNotice {
+    /// The store's row id.
+    pub id: i64,
+    /// Every trigger the event fired.
+    pub triggers: Vec<String>,
+    /// How many jobs were enqueued with it.
+    pub jobs: usize,
+}
+
+/// Configuration of the receiver.
+#[derive(Debug, Clone)]
+pub struct ReceiverConfig {
+    /// Where Toggl delivers (`/webhooks/toggl`). Sub-paths are accepted too.
+    pub callback_path: String,
+    /// Largest body accepted (413 above).
+    pub max_body_bytes: usize,
+}
+
+impl Default for ReceiverConfig {
+    fn default() -> Self {
+        Self { callback_path: DEFAULT_CALLBACK_PATH.into(), max_body_bytes: DEFAULT_MAX_BODY_BYTES }
+    }
+}
+
+/// Everything a delivery handler needs.
+pub struct Receiver {
+    store: Store,
+    secrets: Arc<SecretRing>,
+    metrics: Arc<Metrics>,
+    planner: Option<Arc<dyn JobPlanner>>,
+    notices: broadcast::Sender<StoredNotice>,
+    config: ReceiverConfig,
+}
+
+impl std::fmt::Debug for Receiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Receiver").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl Receiver {
+    /// A receiver storing into `store`, accepting the secrets in `secrets`.
+    pub fn new(store: Store, secrets: Arc<SecretRing>, config: ReceiverConfig) -> Self {
+        let (notices, _) = broadcast::channel(1024);
+        Self { store, secrets, metrics: Arc::default(), planner: None, notices, config }
+    }
+
+    /// Enqueues jobs for each stored event with `planner`.
+    #[must_use]
+    pub fn with_planner(mut self, planner: Arc<dyn JobPlanner>) -> Self {
+        self.planner = Some(planner);
+        self
+    }
+
+    /// The receiver's counters.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
+    }
+
+    /// Stored events, announced after they are durable (lossy for slow listeners: the store is
+    /// the record, this is only a wake-up).
+    pub fn subscribe(&self) -> broadcast::Receiver<StoredNotice> {
+        self.notices.subscribe()
+    }
+
+    /// Classifies and stores one verified event. Returns the row id and whether it was a duplicate.
+    pub async fn store_event(
+        &self,
+        event: &Event,
+        raw_envelope: &str,
+        source: EventSource,
+        dedupe_key: Option<String>,
+    ) -> Result<(i64, bool), StoreError> {
+        let previous = match (event.entity.as_str(), event.entity_id) {
+            ("time_entry", Some(id)) => self.store.get_entity_state(&event.entity, id).await?,
+            _ => None,
+        };
+        let classification = classify(event, previous.as_ref().map(|(state, _)| state));
+        let envelope_value: Value = serde_json::from_str(raw_envelope).unwrap_or(Value::Null);
+        let jobs = self
+            .planner
+            .as_ref()
+            .map(|p| p.plan(event, &classification, &envelope_value))
+            .unwrap_or_default();
+        let entity_state = (event.entity == "time_entry" && event.entity_id.is_some()).then(|| EntityState {
+            state: event.payload.clone(),
+            at: event
+                .payload
+                .get("at")
+                .and_then(Value::as_str)
+                .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+                .map_or_else(Utc::now, |t| t.with_timezone(&Utc)),
+        });
+        let triggers: Vec<String> = classification.all().map(str::to_owned).collect();
+        let job_count = jobs.len();
+        let started = Instant::now();
+        let outcome = self
+            .store
+            .insert_event(NewEvent {
+                event_id: event.event_id,
+                subscription_id: event.subscription_id,
+                workspace_id: event.workspace_id,
+                entity: event.entity.clone(),
+                action: event.action.clone(),
+                trigger: triggers.join(" "),
+                entity_id: event.entity_id,
+                received_at: Utc::now(),
+                envelope: raw_envelope.to_owned(),
+                source,
+                dedupe_key,
+                entity_state,
+                jobs,
+            })
+            .await?;
+        self.metrics.store_latency(started.elapsed());
+        if outcome.duplicate {
+            self.metrics.duplicate();
+        } else {
+            self.metrics.stored();
+            let _ = self.notices.send(StoredNotice { id: outcome.id, triggers, jobs: job_count });
+        }
+        Ok((outcome.id, outcome.duplicate))
+    }
+}
+
+/// The receiver's routes: the callback path (and everything below it), `/healthz`, `/metrics`.
+pub fn router(receiver: Arc<Receiver>) -> Router {
+    let base = receiver.config.callback_path.trim_end_matches('/').to_owned();
+    let limit = receiver.config.max_body_bytes;
+    Router::new()
+        .route(&base, any(deliver))
+        .route(&format!("{base}/{{*rest}}"), any(deliver))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        // The handler enforces the limit itself (to count and answer 413); this only lifts
+        // axum's own default so that the handler sees the stream.
+        .layer(DefaultBodyLimit::max(limit.saturating_add(1)))
+        .with_state(receiver)
+}
+
+async fn healthz(State(r): State<Arc<Receiver>>) -> Response {
+    match r.store.ping().await {
+        Ok(()) => (StatusCode::OK, Json(json!({"status": "ok", "store": r.store.backend_name()}))).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "health check: store unavailable");
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "unavailable"}))).into_response()
+        }
+    }
+}
+
+async fn metrics(State(r): State<Arc<Receiver>>) -> Response {
+    let mut text = r.metrics.render();
+    let stats = r.store.stats();
+    text.push_str(&format!(
+        "# HELP toggl_connect_store_commits_total Store transactions committed.\n# TYPE toggl_connect_store_commits_total counter\ntoggl_connect_store_commits_total {}\n",
+        stats.commits
+    ));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+fn reject(r: &Receiver, why: Rejection, status: StatusCode, message: &'static str) -> Response {
+    r.metrics.rejected(why);
+    tracing::info!(reason = why.label(), status = status.as_u16(), "delivery rejected");
+    if message.is_empty() {
+        status.into_response()
+    } else {
+        (status, Json(json!({"error": message}))).into_response()
+    }
+}
+
+async fn deliver(State(r): State<Arc<Receiver>>, method: Method, headers: HeaderMap, body: Body) -> Response {
+    r.metrics.received();
+    if method != Method::POST {
+        let mut resp = reject(&r, Rejection::Method, StatusCode::METHOD_NOT_ALLOWED, "");
+        resp.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static("POST"));
+        return resp;
+    }
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > r.config.max_body_bytes as u64) {
+        return reject(&r, Rejection::TooLarge, StatusCode::PAYLOAD_TOO_LARGE, "body too large");
+    }
+    let bytes: Bytes = match axum::body::to_bytes(body, r.config.max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+                || e.to_string().contains("length limit");
+            return if too_large {
+                reject(&r, Rejection::TooLarge, StatusCode::PAYLOAD_TOO_LARGE, "body too large")
+            } else {
+                reject(&r, Rejection::Malformed, StatusCode::BAD_REQUEST, "could not read body")
+            };
+        }
+    };
+    let candidates = r.secrets.snapshot();
+    let sig = headers.get(SIGNATURE_HEADER).map(axum::http::HeaderValue::as_bytes);
+    if signature::verify(sig, &bytes, &candidates).is_err() {
+        return reject(&r, Rejection::Signature, StatusCode::UNAUTHORIZED, "");
+    }
+    let delivery = match envelope::parse(&bytes) {
+        Ok(d) => d,
+        Err(_) => return reject(&r, Rejection::Malformed, StatusCode::BAD_REQUEST, "not a Toggl webhook envelope"),
+    };
+    match delivery {
+        Delivery::Ping { subscription_id, validation_code, .. } => {
+            r.metrics.ping();
+            tracing::info!(subscription_id, with_code = validation_code.is_some(), "validation ping answered");
+            match validation_code {
+                Some(code) => (StatusCode::OK, Json(json!({"validation_code": code}))).into_response(),
+                None => (StatusCode::OK, Json(json!({"status": "ok"}))).into_response(),
+            }
+        }
+        Delivery::Event(event) => {
+            let raw = match std::str::from_utf8(&bytes) {
+                Ok(s) => s,
+                Err(_) => return reject(&r, Rejection::Malformed, StatusCode::BAD_REQUEST, "body is not UTF-8"),
+            };
+            match r.store_event(&event, raw, EventSource::Webhook, None).await {
+                Ok((id, duplicate)) => {
+                    tracing::debug!(id, event_id = event.event_id, duplicate, "event acknowledged");
+                    (StatusCode::OK, Json(json!({"stored": !duplicate, "duplicate": duplicate}))).into_response()
+                }
+                Err(e) if e.is_unavailable() => {
+                    tracing::error!(error = %e, "store unavailable: delivery refused so Toggl redelivers");
+                    reject(&r, Rejection::Unavailable, StatusCode::SERVICE_UNAVAILABLE, "store unavailable")
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "storing event failed");
+                    reject(&r, Rejection::Unavailable, StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+                }
+            }
+        }
+    }
+}
