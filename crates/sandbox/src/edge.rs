@@ -117,7 +117,11 @@ impl<S: Send + Sync> FromRequest<S> for Call {
             .map(|c| c.user_id)
             .ok_or_else(|| StatusCode::UNAUTHORIZED.into_response())?;
         let method = req.method().clone();
-        let path = req.uri().path().to_owned();
+        // Nested routers see a stripped path; events need the full one.
+        let path = req
+            .extensions()
+            .get::<axum::extract::OriginalUri>()
+            .map_or_else(|| req.uri().path().to_owned(), |u| u.path().to_owned());
         let query = req
             .uri()
             .query()

@@ -6,6 +6,7 @@
 //! concurrent workers on any instance never block on or take the same row. Leases and leader
 //! leases are timed with the server's `now()`, so instances with skewed clocks agree.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,14 +15,15 @@ use deadpool_postgres::{
     Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
 };
 use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::types::{FromSql, ToSql};
 use tokio_postgres::{NoTls, Row};
 
 use crate::migrations::{self, Migration};
 use crate::{
-    AttemptOutcome, AttemptRecord, Counters, EventFilter, EventSource, InsertOutcome, Job,
-    JobDetail, JobFilter, JobStatus, NewEvent, NewJob, PruneCounts, Secret, StepResult, StoreError,
-    StoreOptions, StoredEvent, Subscription, check_lease, types::effective_limit,
+    AttemptOutcome, AttemptRecord, Counters, EntityState, EventFilter, EventSource, InsertOutcome,
+    Job, JobDetail, JobFilter, JobStatus, NewEvent, NewJob, PruneCounts, Secret, StepResult,
+    StoreError, StoreOptions, StoredEvent, Subscription, check_lease, types::effective_limit,
 };
 
 /// Key of the transaction-level advisory lock that serialises migrations between instances
@@ -35,7 +37,20 @@ pub(crate) struct PgStore {
 
 struct Inner {
     pool: Pool,
-    counters: Counters,
+    counters: Arc<Counters>,
+    /// Event inserts go to the batchers (see [`run_batcher`]).
+    inserts: mpsc::Sender<InsertRequest>,
+}
+
+struct InsertRequest {
+    event: NewEvent,
+    reply: oneshot::Sender<Result<InsertOutcome, StoreError>>,
+}
+
+/// How many batcher tasks share the event queue: enough to keep a few transactions in flight
+/// while one commits, few enough to leave the pool to everything else.
+fn batcher_count(pool_size: usize) -> usize {
+    (pool_size / 4).clamp(1, 4)
 }
 
 type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
@@ -319,6 +334,361 @@ async fn migrate(
     tx.commit().await.map_err(mig(0, "committing migrations"))
 }
 
+async fn get_client(pool: &Pool) -> Result<Object, StoreError> {
+    pool.get().await.map_err(|e| match e {
+        PoolError::Backend(e) => map_err(e, "connecting to postgres"),
+        PoolError::Timeout(t) => {
+            StoreError::unavailable(format!("timed out getting a postgres connection ({t:?})"))
+        }
+        PoolError::Closed => StoreError::unavailable("postgres pool is closed"),
+        other => StoreError::Unavailable {
+            context: "getting a postgres connection".into(),
+            source: Some(Box::new(other)),
+        },
+    })
+}
+
+async fn commit(
+    counters: &Counters,
+    tx: deadpool_postgres::Transaction<'_>,
+) -> Result<(), StoreError> {
+    tx.commit().await.ctx("committing")?;
+    counters.committed(1);
+    Ok(())
+}
+
+/// Inserts one event in its own transaction (the fallback when a batch fails).
+async fn insert_one(
+    pool: &Pool,
+    counters: &Counters,
+    ev: NewEvent,
+) -> Result<InsertOutcome, StoreError> {
+    let key = ev.effective_dedupe_key();
+    let mut client = get_client(pool).await?;
+    let tx = client.transaction().await.ctx("beginning")?;
+    // ON CONFLICT DO NOTHING waits for a concurrent insert of the same key to finish, so
+    // exactly one of many concurrent deliveries inserts; the others see its committed row.
+    let row = tx
+        .query_opt(
+            "INSERT INTO events (dedupe_key, event_id, subscription_id, workspace_id, entity, \
+             action, trigger_name, entity_id, received_at, envelope, source) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+             ON CONFLICT (dedupe_key) DO NOTHING RETURNING id",
+            &[
+                &key,
+                &ev.event_id,
+                &ev.subscription_id,
+                &ev.workspace_id,
+                &ev.entity,
+                &ev.action,
+                &ev.trigger,
+                &ev.entity_id,
+                &ev.received_at,
+                &ev.envelope,
+                &ev.source.as_str(),
+            ],
+        )
+        .await
+        .ctx("inserting an event")?;
+    let outcome = match row {
+        None => {
+            let row = tx
+                .query_one("SELECT id FROM events WHERE dedupe_key = $1", &[&key])
+                .await
+                .ctx("looking up a duplicate")?;
+            InsertOutcome {
+                id: get(&row, 0)?,
+                duplicate: true,
+                job_ids: Vec::new(),
+            }
+        }
+        Some(row) => {
+            let id: i64 = get(&row, 0)?;
+            if let (Some(state), Some(entity_id)) = (&ev.entity_state, ev.entity_id) {
+                tx.execute(
+                    "INSERT INTO entity_state (entity, entity_id, state, at) \
+                     VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (entity, entity_id) DO UPDATE \
+                     SET state = excluded.state, at = excluded.at \
+                     WHERE excluded.at >= entity_state.at",
+                    &[&ev.entity, &entity_id, &state.state, &state.at],
+                )
+                .await
+                .ctx("upserting entity state")?;
+            }
+            let job_ids = insert_jobs(&tx, id, &ev.jobs).await?;
+            InsertOutcome {
+                id,
+                duplicate: false,
+                job_ids,
+            }
+        }
+    };
+    commit(counters, tx).await?;
+    counters.inserted(&outcome);
+    Ok(outcome)
+}
+
+/// Takes every event insert waiting in the queue (up to `max_batch`) and stores them in one
+/// transaction with a few multi-row statements, so concurrent deliveries share round trips and
+/// one commit. Replies after `COMMIT`. If the batch fails for any reason each event is retried
+/// alone, so one bad event cannot fail the others (and an ambiguous commit is settled by the
+/// dedupe key: a retried event that did commit comes back as a duplicate of itself).
+async fn run_batcher(
+    pool: Pool,
+    counters: Arc<Counters>,
+    queue: Arc<tokio::sync::Mutex<mpsc::Receiver<InsertRequest>>>,
+    max_batch: usize,
+) {
+    loop {
+        let mut batch = Vec::new();
+        {
+            let mut rx = queue.lock().await;
+            match rx.recv().await {
+                Some(first) => batch.push(first),
+                None => return,
+            }
+            while batch.len() < max_batch {
+                match rx.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
+            }
+        }
+        let events: Vec<&NewEvent> = batch.iter().map(|r| &r.event).collect();
+        match insert_batch(&pool, &events).await {
+            Ok(outcomes) => {
+                counters.committed(batch.len() as u64);
+                for (request, outcome) in batch.into_iter().zip(outcomes) {
+                    counters.inserted(&outcome);
+                    let _ = request.reply.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, events = batch.len(), "postgres insert batch failed; inserting one by one");
+                for request in batch {
+                    let result = insert_one(&pool, &counters, request.event).await;
+                    let _ = request.reply.send(result);
+                }
+            }
+        }
+    }
+}
+
+async fn insert_batch(pool: &Pool, events: &[&NewEvent]) -> Result<Vec<InsertOutcome>, StoreError> {
+    let keys: Vec<String> = events.iter().map(|e| e.effective_dedupe_key()).collect();
+    // The first occurrence of each key is inserted; later ones in the same batch are its
+    // duplicates. Inserting in key order means two batches never wait on each other in a
+    // cycle (no deadlock between batchers or instances).
+    let mut leaders: Vec<usize> = Vec::new();
+    {
+        let mut seen = std::collections::HashSet::new();
+        for (i, key) in keys.iter().enumerate() {
+            if seen.insert(key.as_str()) {
+                leaders.push(i);
+            }
+        }
+    }
+    let leader_set: std::collections::HashSet<usize> = leaders.iter().copied().collect();
+    leaders.sort_by(|a, b| keys[*a].cmp(&keys[*b]));
+
+    let mut client = get_client(pool).await?;
+    let tx = client
+        .transaction()
+        .await
+        .ctx("beginning an insert batch")?;
+
+    let col_key: Vec<&str> = leaders.iter().map(|&i| keys[i].as_str()).collect();
+    let col_event_id: Vec<i64> = leaders.iter().map(|&i| events[i].event_id).collect();
+    let col_sub: Vec<Option<i64>> = leaders.iter().map(|&i| events[i].subscription_id).collect();
+    let col_ws: Vec<Option<i64>> = leaders.iter().map(|&i| events[i].workspace_id).collect();
+    let col_entity: Vec<&str> = leaders.iter().map(|&i| events[i].entity.as_str()).collect();
+    let col_action: Vec<&str> = leaders.iter().map(|&i| events[i].action.as_str()).collect();
+    let col_trigger: Vec<&str> = leaders
+        .iter()
+        .map(|&i| events[i].trigger.as_str())
+        .collect();
+    let col_entity_id: Vec<Option<i64>> = leaders.iter().map(|&i| events[i].entity_id).collect();
+    let col_received: Vec<DateTime<Utc>> = leaders.iter().map(|&i| events[i].received_at).collect();
+    let col_envelope: Vec<&str> = leaders
+        .iter()
+        .map(|&i| events[i].envelope.as_str())
+        .collect();
+    let col_source: Vec<&str> = leaders.iter().map(|&i| events[i].source.as_str()).collect();
+    let inserted = tx
+        .query(
+            "INSERT INTO events (dedupe_key, event_id, subscription_id, workspace_id, entity, \
+             action, trigger_name, entity_id, received_at, envelope, source) \
+             SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[], $4::int8[], $5::text[], \
+             $6::text[], $7::text[], $8::int8[], $9::timestamptz[], $10::text[], $11::text[]) \
+             ON CONFLICT (dedupe_key) DO NOTHING RETURNING id, dedupe_key",
+            &[
+                &col_key,
+                &col_event_id,
+                &col_sub,
+                &col_ws,
+                &col_entity,
+                &col_action,
+                &col_trigger,
+                &col_entity_id,
+                &col_received,
+                &col_envelope,
+                &col_source,
+            ],
+        )
+        .await
+        .ctx("inserting an event batch")?;
+    let mut new_ids: HashMap<String, i64> = HashMap::with_capacity(inserted.len());
+    for row in &inserted {
+        new_ids.insert(get(row, 1)?, get(row, 0)?);
+    }
+    let mut existing: HashMap<String, i64> = HashMap::new();
+    let missing: Vec<&str> = col_key
+        .iter()
+        .copied()
+        .filter(|k| !new_ids.contains_key(*k))
+        .collect();
+    if !missing.is_empty() {
+        for row in tx
+            .query(
+                "SELECT id, dedupe_key FROM events WHERE dedupe_key = ANY($1)",
+                &[&missing],
+            )
+            .await
+            .ctx("looking up duplicates")?
+        {
+            existing.insert(get(&row, 1)?, get(&row, 0)?);
+        }
+    }
+
+    // Entity state: one row per entity (a multi-row upsert may not touch a row twice); the
+    // newest `at` wins, and on a tie the later event in the batch, as one by one would.
+    let mut states: HashMap<(&str, i64), (&EntityState, usize)> = HashMap::new();
+    for (i, e) in events.iter().enumerate() {
+        if let (Some(state), Some(entity_id), true) = (
+            &e.entity_state,
+            e.entity_id,
+            new_ids.contains_key(&keys[i]) && leader_set.contains(&i),
+        ) {
+            let slot = states
+                .entry((e.entity.as_str(), entity_id))
+                .or_insert((state, i));
+            if state.at >= slot.0.at {
+                *slot = (state, i);
+            }
+        }
+    }
+    if !states.is_empty() {
+        let mut rows: Vec<_> = states.into_iter().collect();
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        let entity: Vec<&str> = rows.iter().map(|r| r.0.0).collect();
+        let entity_id: Vec<i64> = rows.iter().map(|r| r.0.1).collect();
+        let state: Vec<&Value> = rows.iter().map(|r| &r.1.0.state).collect();
+        let at: Vec<DateTime<Utc>> = rows.iter().map(|r| r.1.0.at).collect();
+        tx.execute(
+            "INSERT INTO entity_state (entity, entity_id, state, at) \
+             SELECT * FROM unnest($1::text[], $2::int8[], $3::jsonb[], $4::timestamptz[]) \
+             ON CONFLICT (entity, entity_id) DO UPDATE SET state = excluded.state, at = excluded.at \
+             WHERE excluded.at >= entity_state.at",
+            &[&entity, &entity_id, &state, &at],
+        )
+        .await
+        .ctx("upserting entity states")?;
+    }
+
+    // Jobs of the newly inserted events, in batch order; ids come from one identity sequence
+    // in row order, so sorting the returned ids gives them back in that order.
+    let mut owners: Vec<usize> = Vec::new();
+    let (mut j_event, mut j_rule, mut j_index, mut j_name, mut j_payload, mut j_prio, mut j_nb) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
+    for (i, e) in events.iter().enumerate() {
+        let Some(&id) = new_ids.get(&keys[i]) else {
+            continue;
+        };
+        if !leader_set.contains(&i) {
+            continue;
+        }
+        for job in &e.jobs {
+            owners.push(i);
+            j_event.push(id);
+            j_rule.push(job.rule.as_str());
+            j_index.push(
+                i32::try_from(job.step_index)
+                    .map_err(|_| StoreError::InvalidInput("step_index too large".into()))?,
+            );
+            j_name.push(job.step_name.as_str());
+            j_payload.push(&job.payload);
+            j_prio.push(job.priority);
+            j_nb.push(job.not_before);
+        }
+    }
+    let mut job_ids: HashMap<usize, Vec<i64>> = HashMap::new();
+    if !owners.is_empty() {
+        let mut ids: Vec<i64> = tx
+            .query(
+                "INSERT INTO jobs (event_row_id, rule, step_index, step_name, payload, status, \
+                 priority, not_before, created_at, updated_at) \
+                 SELECT e, r, s, n, p, 'pending', pr, COALESCE(nb, now()), now(), now() \
+                 FROM unnest($1::int8[], $2::text[], $3::int4[], $4::text[], $5::jsonb[], \
+                 $6::int4[], $7::timestamptz[]) WITH ORDINALITY AS u(e, r, s, n, p, pr, nb, ord) \
+                 ORDER BY ord RETURNING id",
+                &[
+                    &j_event, &j_rule, &j_index, &j_name, &j_payload, &j_prio, &j_nb,
+                ],
+            )
+            .await
+            .ctx("inserting a job batch")?
+            .iter()
+            .map(|r| get(r, 0))
+            .collect::<Result<_, _>>()?;
+        ids.sort_unstable();
+        if ids.len() != owners.len() {
+            return Err(StoreError::corrupt(
+                "job batch returned a different number of ids",
+            ));
+        }
+        for (owner, id) in owners.into_iter().zip(ids) {
+            job_ids.entry(owner).or_default().push(id);
+        }
+    }
+    tx.commit().await.ctx("committing an insert batch")?;
+
+    keys.iter()
+        .enumerate()
+        .map(
+            |(i, key)| match (new_ids.get(key), leader_set.contains(&i)) {
+                (Some(&id), true) => Ok(InsertOutcome {
+                    id,
+                    duplicate: false,
+                    job_ids: job_ids.remove(&i).unwrap_or_default(),
+                }),
+                (Some(&id), false) => Ok(InsertOutcome {
+                    id,
+                    duplicate: true,
+                    job_ids: Vec::new(),
+                }),
+                (None, _) => existing
+                    .get(key)
+                    .map(|&id| InsertOutcome {
+                        id,
+                        duplicate: true,
+                        job_ids: Vec::new(),
+                    })
+                    .ok_or_else(|| {
+                        StoreError::corrupt(format!("event {key} vanished during insert"))
+                    }),
+            },
+        )
+        .collect()
+}
+
 impl PgStore {
     pub(crate) async fn open(url: &str, options: &StoreOptions) -> Result<PgStore, StoreError> {
         let mut cfg: tokio_postgres::Config = url
@@ -357,15 +727,27 @@ impl PgStore {
             .recycle_timeout(Some(options.connect_timeout))
             .build()
             .map_err(|e| StoreError::Config(format!("building the connection pool: {e}")))?;
-        let store = PgStore {
+        let mut client = get_client(&pool).await?;
+        migrate(&mut client, options.schema.as_deref(), migrations::POSTGRES).await?;
+        drop(client);
+        let counters = Arc::new(Counters::default());
+        let (inserts, queue) = mpsc::channel(options.write_queue.max(1));
+        let queue = Arc::new(tokio::sync::Mutex::new(queue));
+        for _ in 0..batcher_count(options.pool_size) {
+            tokio::spawn(run_batcher(
+                pool.clone(),
+                counters.clone(),
+                queue.clone(),
+                options.max_batch.max(1),
+            ));
+        }
+        Ok(PgStore {
             inner: Arc::new(Inner {
                 pool,
-                counters: Counters::default(),
+                counters,
+                inserts,
             }),
-        };
-        let mut client = store.client().await?;
-        migrate(&mut client, options.schema.as_deref(), migrations::POSTGRES).await?;
-        Ok(store)
+        })
     }
 
     pub(crate) fn counters(&self) -> &Counters {
@@ -373,23 +755,11 @@ impl PgStore {
     }
 
     async fn client(&self) -> Result<Object, StoreError> {
-        self.inner.pool.get().await.map_err(|e| match e {
-            PoolError::Backend(e) => map_err(e, "connecting to postgres"),
-            PoolError::Timeout(t) => {
-                StoreError::unavailable(format!("timed out getting a postgres connection ({t:?})"))
-            }
-            PoolError::Closed => StoreError::unavailable("postgres pool is closed"),
-            other => StoreError::Unavailable {
-                context: "getting a postgres connection".into(),
-                source: Some(Box::new(other)),
-            },
-        })
+        get_client(&self.inner.pool).await
     }
 
     async fn commit(&self, tx: deadpool_postgres::Transaction<'_>) -> Result<(), StoreError> {
-        tx.commit().await.ctx("committing")?;
-        self.inner.counters.committed(1);
-        Ok(())
+        commit(&self.inner.counters, tx).await
     }
 
     async fn query_rows<T>(
@@ -422,71 +792,16 @@ impl PgStore {
         Ok(n)
     }
 
-    pub(crate) async fn insert_event(&self, ev: NewEvent) -> Result<InsertOutcome, StoreError> {
-        let key = ev.effective_dedupe_key();
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.ctx("beginning")?;
-        // ON CONFLICT DO NOTHING waits for a concurrent insert of the same key to finish, so
-        // exactly one of many concurrent deliveries inserts; the others see its committed row.
-        let row = tx
-            .query_opt(
-                "INSERT INTO events (dedupe_key, event_id, subscription_id, workspace_id, entity, \
-                 action, trigger_name, entity_id, received_at, envelope, source) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
-                 ON CONFLICT (dedupe_key) DO NOTHING RETURNING id",
-                &[
-                    &key,
-                    &ev.event_id,
-                    &ev.subscription_id,
-                    &ev.workspace_id,
-                    &ev.entity,
-                    &ev.action,
-                    &ev.trigger,
-                    &ev.entity_id,
-                    &ev.received_at,
-                    &ev.envelope,
-                    &ev.source.as_str(),
-                ],
-            )
+    pub(crate) async fn insert_event(&self, event: NewEvent) -> Result<InsertOutcome, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .inserts
+            .send(InsertRequest { event, reply })
             .await
-            .ctx("inserting an event")?;
-        let outcome = match row {
-            None => {
-                let row = tx
-                    .query_one("SELECT id FROM events WHERE dedupe_key = $1", &[&key])
-                    .await
-                    .ctx("looking up a duplicate")?;
-                InsertOutcome {
-                    id: get(&row, 0)?,
-                    duplicate: true,
-                    job_ids: Vec::new(),
-                }
-            }
-            Some(row) => {
-                let id: i64 = get(&row, 0)?;
-                if let (Some(state), Some(entity_id)) = (&ev.entity_state, ev.entity_id) {
-                    tx.execute(
-                        "INSERT INTO entity_state (entity, entity_id, state, at) \
-                         VALUES ($1, $2, $3, $4) \
-                         ON CONFLICT (entity, entity_id) DO UPDATE \
-                         SET state = excluded.state, at = excluded.at \
-                         WHERE excluded.at >= entity_state.at",
-                        &[&ev.entity, &entity_id, &state.state, &state.at],
-                    )
-                    .await
-                    .ctx("upserting entity state")?;
-                }
-                let job_ids = insert_jobs(&tx, id, &ev.jobs).await?;
-                InsertOutcome {
-                    id,
-                    duplicate: false,
-                    job_ids,
-                }
-            }
-        };
-        self.commit(tx).await?;
-        self.inner.counters.inserted(&outcome);
-        Ok(outcome)
+            .map_err(|_| StoreError::unavailable("postgres insert batcher has stopped"))?;
+        answer.await.map_err(|_| {
+            StoreError::unavailable("postgres insert batcher stopped before replying")
+        })?
     }
 
     pub(crate) async fn get_entity_state(

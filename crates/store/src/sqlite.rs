@@ -15,6 +15,7 @@
 //! the writer commits. An in-memory database cannot be shared between connections, so there
 //! reads go through the writer thread too.
 
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -263,7 +264,16 @@ fn run_batch(conn: &Connection, batch: &mut Vec<WriteOp>, counters: &Counters) {
             completions.push(done);
             continue;
         }
-        let (ok, done) = op(Ok(conn));
+        // A panicking request must not take the writer (and every later write) down with it:
+        // its savepoint is rolled back and its caller, whose reply sender was dropped in the
+        // unwind, gets `Unavailable`.
+        let (ok, done) = match std::panic::catch_unwind(AssertUnwindSafe(|| op(Ok(conn)))) {
+            Ok(pair) => pair,
+            Err(_) => {
+                tracing::error!("a sqlite write request panicked; rolled back alone");
+                (false, Box::new(|_: Option<&StoreError>| {}) as Completion)
+            }
+        };
         let end = if ok {
             "RELEASE op"
         } else {

@@ -46,6 +46,9 @@ suite!(
     leadership,
     prune_respects_jobs_and_retention_floor,
     ping_and_stats,
+    group_commit_batches_concurrent_inserts,
+    concurrent_inserts_keep_their_jobs_and_newest_state,
+    one_bad_event_does_not_fail_its_batch,
 );
 
 mod cases {
@@ -895,6 +898,117 @@ mod cases {
         assert!(next.id > fresh.id);
     }
 
+    pub async fn group_commit_batches_concurrent_inserts(t: TestStore) {
+        let before = t.store.stats();
+        let tasks: Vec<_> = (0..400)
+            .map(|i| {
+                let store = t.store.clone();
+                tokio::spawn(async move { store.insert_event(event(10_000 + i)).await })
+            })
+            .collect();
+        for task in tasks {
+            assert!(!task.await.expect("join").expect("insert").duplicate);
+        }
+        let after = t.store.stats();
+        let commits = after.commits - before.commits;
+        let events = after.events_inserted - before.events_inserted;
+        assert_eq!(events, 400);
+        assert!(
+            commits < events,
+            "group commit: {commits} commits for {events} events"
+        );
+        assert!(after.max_writes_per_commit > 1);
+        eprintln!(
+            "{:?} group commit: {events} events in {commits} commits ({:.1} per commit)",
+            t.kind,
+            events as f64 / commits as f64
+        );
+    }
+
+    pub async fn concurrent_inserts_keep_their_jobs_and_newest_state(t: TestStore) {
+        let tasks: Vec<_> = (0..48i64)
+            .map(|i| {
+                let store = t.store.clone();
+                tokio::spawn(async move {
+                    let mut e = event(20_000 + i);
+                    e.entity_state = Some(EntityState {
+                        state: json!({"version": i}),
+                        at: at(5_000 + (i * 7) % 48),
+                    });
+                    e.jobs = (0..3)
+                        .map(|k| {
+                            let mut j = job(&format!("rule-{k}"), k);
+                            j.payload = json!({"event_id": 20_000 + i, "k": k});
+                            j
+                        })
+                        .collect();
+                    (i, store.insert_event(e).await.expect("insert"))
+                })
+            })
+            .collect();
+        for task in tasks {
+            let (i, out) = task.await.expect("join");
+            assert!(!out.duplicate);
+            assert_eq!(out.job_ids.len(), 3);
+            for (k, id) in out.job_ids.iter().enumerate() {
+                let j = t
+                    .store
+                    .get_job(*id)
+                    .await
+                    .expect("get")
+                    .expect("exists")
+                    .job;
+                assert_eq!(j.event_row_id, out.id);
+                assert_eq!(j.payload, json!({"event_id": 20_000 + i, "k": k}));
+                assert_eq!(j.rule, format!("rule-{k}"));
+                assert_eq!(j.priority, k as i32);
+            }
+        }
+        // (i * 7) % 48 reaches its maximum 47 for i = 41.
+        let (state, when) = t
+            .store
+            .get_entity_state("time_entry", 4_100_000_001)
+            .await
+            .expect("get")
+            .expect("stored");
+        assert_eq!(when, at(5_047));
+        assert_eq!(state, json!({"version": 41}));
+    }
+
+    pub async fn one_bad_event_does_not_fail_its_batch(t: TestStore) {
+        // PostgreSQL text cannot hold NUL: that insert fails there (SQLite stores it), and the
+        // events batched with it must be stored all the same.
+        let tasks: Vec<_> = (0..40i64)
+            .map(|i| {
+                let store = t.store.clone();
+                tokio::spawn(async move {
+                    let mut e = event(30_000 + i);
+                    if i == 20 {
+                        e.envelope = "bad\0body".into();
+                    }
+                    (i, store.insert_event(e).await)
+                })
+            })
+            .collect();
+        for task in tasks {
+            let (i, result) = task.await.expect("join");
+            match (i, t.kind) {
+                (20, Kind::Postgres) => assert!(result.is_err(), "NUL rejected by postgres"),
+                _ => assert!(!result.expect("good event stored").duplicate),
+            }
+        }
+        let stored = t
+            .store
+            .list_events(EventFilter {
+                limit: Some(100),
+                ..EventFilter::default()
+            })
+            .await
+            .expect("list");
+        let expected = if t.kind == Kind::Postgres { 39 } else { 40 };
+        assert_eq!(stored.len(), expected);
+    }
+
     pub async fn ping_and_stats(t: TestStore) {
         let s = &t.store;
         s.ping().await.expect("ping");
@@ -920,35 +1034,6 @@ mod cases {
         assert!(after.commits >= before.commits + 3);
         assert!(after.writes >= after.commits);
     }
-}
-
-/// SQLite-only: group commit must actually fold concurrent writes into fewer commits.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sqlite_group_commit_batches_concurrent_inserts() {
-    let t = common::sqlite().await;
-    let before = t.store.stats();
-    let tasks: Vec<_> = (0..400)
-        .map(|i| {
-            let store = t.store.clone();
-            tokio::spawn(async move { store.insert_event(common::event(10_000 + i)).await })
-        })
-        .collect();
-    for task in tasks {
-        assert!(!task.await.expect("join").expect("insert").duplicate);
-    }
-    let after = t.store.stats();
-    let commits = after.commits - before.commits;
-    let events = after.events_inserted - before.events_inserted;
-    assert_eq!(events, 400);
-    assert!(
-        commits < events,
-        "group commit: {commits} commits for {events} events"
-    );
-    assert!(after.max_writes_per_commit > 1);
-    eprintln!(
-        "group commit: {events} events in {commits} commits ({:.1} per commit)",
-        events as f64 / commits as f64
-    );
 }
 
 /// The in-memory SQLite store works without a file (reads go through the writer).

@@ -6,5 +6,7 @@
 pub mod classify;
 pub mod envelope;
 pub mod metrics;
+pub mod poll;
 pub mod receiver;
 pub mod signature;
+pub mod subscriptions;

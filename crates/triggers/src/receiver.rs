@@ -32,6 +32,7 @@ use crate::classify::{Classification, classify};
 use crate::envelope::{self, Delivery, Event};
 use crate::metrics::{Metrics, Rejection};
 use crate::signature::{self, SIGNATURE_HEADER, SigningSecret};
+use crate::subscriptions::PendingValidations;
 
 /// Default largest delivery body accepted.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -134,6 +135,7 @@ pub struct Receiver {
     secrets: Arc<SecretRing>,
     metrics: Arc<Metrics>,
     planner: Option<Arc<dyn JobPlanner>>,
+    validations: Option<Arc<PendingValidations>>,
     notices: broadcast::Sender<StoredNotice>,
     config: ReceiverConfig,
 }
@@ -148,7 +150,7 @@ impl Receiver {
     /// A receiver storing into `store`, accepting the secrets in `secrets`.
     pub fn new(store: Store, secrets: Arc<SecretRing>, config: ReceiverConfig) -> Self {
         let (notices, _) = broadcast::channel(1024);
-        Self { store, secrets, metrics: Arc::default(), planner: None, notices, config }
+        Self { store, secrets, metrics: Arc::default(), planner: None, validations: None, notices, config }
     }
 
     /// Enqueues jobs for each stored event with `planner`.
@@ -156,6 +158,18 @@ impl Receiver {
     pub fn with_planner(mut self, planner: Arc<dyn JobPlanner>) -> Self {
         self.planner = Some(planner);
         self
+    }
+
+    /// Remembers the validation URLs of pings, for the subscription manager to confirm.
+    #[must_use]
+    pub fn with_validations(mut self, validations: Arc<PendingValidations>) -> Self {
+        self.validations = Some(validations);
+        self
+    }
+
+    /// The store events go to.
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// The receiver's counters.
@@ -177,9 +191,9 @@ impl Receiver {
         source: EventSource,
         dedupe_key: Option<String>,
     ) -> Result<(i64, bool), StoreError> {
-        let previous = match (event.entity.as_str(), event.entity_id) {
-            ("time_entry", Some(id)) => self.store.get_entity_state(&event.entity, id).await?,
-            _ => None,
+        let previous = match event.entity_id {
+            Some(id) => self.store.get_entity_state(&event.entity, id).await?,
+            None => None,
         };
         let classification = classify(event, previous.as_ref().map(|(state, _)| state));
         let envelope_value: Value = serde_json::from_str(raw_envelope).unwrap_or(Value::Null);
@@ -188,7 +202,7 @@ impl Receiver {
             .as_ref()
             .map(|p| p.plan(event, &classification, &envelope_value))
             .unwrap_or_default();
-        let entity_state = (event.entity == "time_entry" && event.entity_id.is_some()).then(|| EntityState {
+        let entity_state = event.entity_id.is_some().then(|| EntityState {
             state: event.payload.clone(),
             at: event
                 .payload
@@ -311,8 +325,11 @@ async fn deliver(State(r): State<Arc<Receiver>>, method: Method, headers: Header
         Err(_) => return reject(&r, Rejection::Malformed, StatusCode::BAD_REQUEST, "not a Toggl webhook envelope"),
     };
     match delivery {
-        Delivery::Ping { subscription_id, validation_code, .. } => {
+        Delivery::Ping { subscription_id, validation_code, validation_code_url } => {
             r.metrics.ping();
+            if let (Some(v), Some(sid), Some(url)) = (&r.validations, subscription_id, validation_code_url) {
+                v.record(sid, url);
+            }
             tracing::info!(subscription_id, with_code = validation_code.is_some(), "validation ping answered");
             match validation_code {
                 Some(code) => (StatusCode::OK, Json(json!({"validation_code": code}))).into_response(),

@@ -296,11 +296,11 @@ impl Inner {
             return;
         }
         let mut workers = self.workers.lock();
-        if let Some(worker) = workers.get(&subscription_id) {
-            if !worker.join.is_finished() {
-                worker.notify.notify_one();
-                return;
-            }
+        if let Some(worker) = workers.get(&subscription_id)
+            && !worker.join.is_finished()
+        {
+            worker.notify.notify_one();
+            return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             tracing::warn!(subscription_id, "no tokio runtime: delivery starts on next use");
@@ -428,10 +428,10 @@ impl Inner {
         let Some(event) = sub.events.iter().find(|e| e.status == EventStatus::Pending) else {
             return Step::Idle;
         };
-        if let Some(due) = event.next_attempt_at {
-            if due > now {
-                return Step::Wait(due.signed_duration_since(now).to_std().unwrap_or_default());
-            }
+        if let Some(due) = event.next_attempt_at
+            && due > now
+        {
+            return Step::Wait(due.signed_duration_since(now).to_std().unwrap_or_default());
         }
         Step::Deliver {
             event: Box::new(event.clone()),

@@ -5,7 +5,7 @@
 //!
 //! Wiring (the Track API side implements [`WebhookAccess`]):
 //!
-//! ```ignore
+//! ```no_run
 //! # use std::sync::Arc;
 //! # use toggl_connect_sandbox::webhooks::{Hub, HubConfig, WebhookAccess, router};
 //! # async fn wire(access: Arc<dyn WebhookAccess>, app: axum::Router) -> axum::Router {
@@ -36,6 +36,7 @@ pub use signature::{SIGNATURE_HEADER, sign, verify};
 /// its own lock, so an implementation may take the Track API's state lock.
 pub trait WebhookAccess: Send + Sync + 'static {
     /// The user id behind the request's `Authorization`, or the 401/403 response to send.
+    #[allow(clippy::result_large_err)] // the agreed interface; the response is sent as is
     fn authenticate(&self, headers: &http::HeaderMap) -> Result<i64, axum::response::Response>;
     /// `Some(is_admin)` when the user belongs to the workspace, `None` when not.
     fn workspace_access(&self, user_id: i64, workspace_id: i64) -> Option<bool>;
