@@ -91,6 +91,17 @@ impl Path {
         })
     }
 
+    /// Parses a path on its own (`event.payload.tags[0]`), as used inside template placeholders.
+    pub fn parse(text: &str) -> Result<Path, FilterError> {
+        let tokens = lex(text)?;
+        let mut p = Parser { tokens, pos: 0, end: text.chars().count() + 1 };
+        let path = p.path()?;
+        match p.peek() {
+            None => Ok(path),
+            Some(t) => Err(p.err_at(t.column, format!("unexpected {} after the path", t.kind.describe()))),
+        }
+    }
+
     /// The first key (`event`, `steps`): used to check paths against what a rule can see.
     pub fn root(&self) -> Option<&str> {
         match self.0.first()? {

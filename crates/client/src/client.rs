@@ -13,9 +13,9 @@ use tokio::time::Instant;
 
 use crate::config::{ClientConfig, Credentials, RetryPolicy, normalize_base_url};
 use crate::error::{ClientError, body_message, bound, redact_json};
+use crate::pacing::Pacer;
 use crate::quota::{Observation, QuotaBudget, QuotaHeaders, QuotaScope, QuotaSnapshot};
 use crate::request::{ApiRequest, ApiResponse, keep_header, path_template};
-use crate::pacing::Pacer;
 use crate::secret::Redactor;
 
 /// After this many 402 "quota spent" answers in one `send`, give up: Toggl keeps saying the
@@ -72,7 +72,10 @@ impl Client {
     }
 
     /// A client drawing on an existing budget: use it when several clients share one token.
-    pub fn with_budget(config: ClientConfig, budget: Arc<QuotaBudget>) -> Result<Self, ClientError> {
+    pub fn with_budget(
+        config: ClientConfig,
+        budget: Arc<QuotaBudget>,
+    ) -> Result<Self, ClientError> {
         let base = normalize_base_url(&config.base_url)?;
         let (basic, needles) = match &config.credentials {
             Credentials::Token(token) => {
@@ -108,7 +111,10 @@ impl Client {
         let redactor = Redactor::new(needles.into_iter().chain([encoded]));
 
         let mut default_headers = HeaderMap::new();
-        default_headers.insert(http::header::ACCEPT, HeaderValue::from_static("application/json"));
+        default_headers.insert(
+            http::header::ACCEPT,
+            HeaderValue::from_static("application/json"),
+        );
         let http = reqwest::Client::builder()
             .user_agent(config.user_agent.clone())
             .connect_timeout(config.connect_timeout)
@@ -193,7 +199,10 @@ impl Client {
         if self.inner.budget.is_spent(QuotaScope::User) {
             // Spending a wait on the user quota to budget a workspace request better is a bad
             // trade; the workspace is budgeted alone until the lookup can run.
-            tracing::debug!(workspace_id = wid, "user quota spent; organization lookup deferred");
+            tracing::debug!(
+                workspace_id = wid,
+                "user quota spent; organization lookup deferred"
+            );
             return;
         }
         *done = true;
@@ -265,7 +274,7 @@ impl Client {
             );
 
             if status.is_success() {
-                return self.success(req, template, raw, quota);
+                return self.success(req, template, raw, quota, scope);
             }
             let message = || {
                 let ct = raw
@@ -299,7 +308,11 @@ impl Client {
                     if let Some(pacer) = &self.inner.pacer {
                         pacer.defer_until(Instant::now() + delay);
                     }
-                    tracing::info!(attempt, delay_ms = delay.as_millis(), "rate limited by toggl (429); backing off");
+                    tracing::info!(
+                        attempt,
+                        delay_ms = delay.as_millis(),
+                        "rate limited by toggl (429); backing off"
+                    );
                     tokio::time::sleep(delay).await;
                 }
                 s if s >= 500 => {
@@ -317,7 +330,12 @@ impl Client {
                         });
                     }
                     let delay = backoff(retry, attempt);
-                    tracing::info!(attempt, status = s, delay_ms = delay.as_millis(), "toggl server error; retrying");
+                    tracing::info!(
+                        attempt,
+                        status = s,
+                        delay_ms = delay.as_millis(),
+                        "toggl server error; retrying"
+                    );
                     tokio::time::sleep(delay).await;
                 }
                 s @ (401 | 403) => {
@@ -392,6 +410,7 @@ impl Client {
         template: &str,
         raw: RawResponse,
         quota: Option<QuotaHeaders>,
+        scope: QuotaScope,
     ) -> Result<ApiResponse, ClientError> {
         let body = if raw.body.iter().all(u8::is_ascii_whitespace) {
             Value::Null
@@ -421,6 +440,7 @@ impl Client {
             headers,
             body,
             quota,
+            scope,
         })
     }
 
@@ -531,14 +551,23 @@ mod tests {
 
     fn with_retry_after(v: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
-        h.insert(http::header::RETRY_AFTER, HeaderValue::from_str(v).expect("valid"));
+        h.insert(
+            http::header::RETRY_AFTER,
+            HeaderValue::from_str(v).expect("valid"),
+        );
         h
     }
 
     #[test]
     fn retry_after_seconds_and_dates() {
-        assert_eq!(parse_retry_after(&with_retry_after("7")), Some(Duration::from_secs(7)));
-        assert_eq!(parse_retry_after(&with_retry_after(" 0 ")), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after(&with_retry_after("7")),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(
+            parse_retry_after(&with_retry_after(" 0 ")),
+            Some(Duration::ZERO)
+        );
         assert_eq!(
             parse_retry_after(&with_retry_after("Sun, 06 Nov 1994 08:49:37 GMT")),
             Some(Duration::ZERO)
@@ -547,7 +576,10 @@ mod tests {
             .format("%a, %d %b %Y %H:%M:%S GMT")
             .to_string();
         let d = parse_retry_after(&with_retry_after(&future)).expect("date");
-        assert!(d > Duration::from_secs(100) && d <= Duration::from_secs(120), "{d:?}");
+        assert!(
+            d > Duration::from_secs(100) && d <= Duration::from_secs(120),
+            "{d:?}"
+        );
         assert_eq!(parse_retry_after(&with_retry_after("soon")), None);
         assert_eq!(parse_retry_after(&HeaderMap::new()), None);
     }

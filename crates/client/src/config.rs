@@ -107,11 +107,16 @@ impl ClientConfig {
 /// absolute http(s) URL without query or fragment.
 pub(crate) fn normalize_base_url(base_url: &str) -> Result<String, ClientError> {
     // Echo the URL only when it cannot hold credentials (`user:password@host`).
-    let shown = if base_url.contains('@') { "(hidden)".to_owned() } else { format!("{base_url:?}") };
+    let shown = if base_url.contains('@') {
+        "(hidden)".to_owned()
+    } else {
+        format!("{base_url:?}")
+    };
     let invalid = |why: &str| ClientError::Config {
         message: format!("base url {shown} {why}"),
     };
-    let parsed = url::Url::parse(base_url.trim()).map_err(|e| invalid(&format!("is not a url ({e})")))?;
+    let parsed =
+        url::Url::parse(base_url.trim()).map_err(|e| invalid(&format!("is not a url ({e})")))?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(invalid("must use http or https"));
     }

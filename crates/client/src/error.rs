@@ -140,9 +140,7 @@ impl ClientError {
     /// a spent quota, 5xx. `OutcomeUnknown` is not: the caller must check first.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Transport { .. } | Self::RateLimited { .. } | Self::QuotaExhausted { .. } => {
-                true
-            }
+            Self::Transport { .. } | Self::RateLimited { .. } | Self::QuotaExhausted { .. } => true,
             Self::Api { status, .. } => *status >= 500,
             _ => false,
         }
@@ -200,7 +198,14 @@ fn json_message(value: &Value) -> String {
         Value::String(s) => s.clone(),
         Value::Null => "null body".to_owned(),
         Value::Object(map) => {
-            for key in ["message", "error_message", "error", "errors", "detail", "tip"] {
+            for key in [
+                "message",
+                "error_message",
+                "error",
+                "errors",
+                "detail",
+                "tip",
+            ] {
                 match map.get(key) {
                     Some(Value::String(s)) if !s.trim().is_empty() => return s.clone(),
                     Some(v @ (Value::Object(_) | Value::Array(_))) => return json_message(v),
@@ -321,7 +326,10 @@ mod tests {
 
     #[test]
     fn plain_and_empty_bodies() {
-        assert_eq!(body_message(Some("text/plain"), b"Invalid start date\n"), "Invalid start date");
+        assert_eq!(
+            body_message(Some("text/plain"), b"Invalid start date\n"),
+            "Invalid start date"
+        );
         assert_eq!(body_message(None, b""), "empty body");
         assert_eq!(body_message(None, b"   \n"), "empty body");
     }
@@ -335,10 +343,27 @@ mod tests {
 
     #[test]
     fn retryable_classification() {
-        assert!(ClientError::Api { status: 503, message: String::new() }.is_retryable());
-        assert!(!ClientError::Api { status: 400, message: String::new() }.is_retryable());
+        assert!(
+            ClientError::Api {
+                status: 503,
+                message: String::new()
+            }
+            .is_retryable()
+        );
+        assert!(
+            !ClientError::Api {
+                status: 400,
+                message: String::new()
+            }
+            .is_retryable()
+        );
         assert!(ClientError::RateLimited { retry_after: None }.is_retryable());
-        assert!(!ClientError::PaidFeature { message: String::new() }.is_retryable());
+        assert!(
+            !ClientError::PaidFeature {
+                message: String::new()
+            }
+            .is_retryable()
+        );
         assert!(
             !ClientError::OutcomeUnknown {
                 method: "POST".into(),

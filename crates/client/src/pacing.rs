@@ -66,10 +66,7 @@ mod tests {
             times.push(t.await.expect("joins").duration_since(start));
         }
         times.sort();
-        assert_eq!(
-            times,
-            (0..4).map(Duration::from_secs).collect::<Vec<_>>()
-        );
+        assert_eq!(times, (0..4).map(Duration::from_secs).collect::<Vec<_>>());
     }
 
     #[tokio::test(start_paused = true)]

@@ -186,7 +186,10 @@ impl Walk {
                 data_key, per_page, ..
             } => {
                 let Value::Object(mut map) = resp.body else {
-                    return Err(decode(&template, format!("expected an object with {data_key:?}")));
+                    return Err(decode(
+                        &template,
+                        format!("expected an object with {data_key:?}"),
+                    ));
                 };
                 let total = map.get("total_count").and_then(Value::as_u64);
                 let records = array(
@@ -234,7 +237,11 @@ impl Walk {
 }
 
 fn next_cursor(resp: &ApiResponse, template: &str) -> Result<Option<(u64, u64)>, ClientError> {
-    let Some(id) = resp.header(HEADER_NEXT_ID).map(str::trim).filter(|s| !s.is_empty()) else {
+    let Some(id) = resp
+        .header(HEADER_NEXT_ID)
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    else {
         return Ok(None);
     };
     let id: u64 = id
@@ -243,7 +250,12 @@ fn next_cursor(resp: &ApiResponse, template: &str) -> Result<Option<(u64, u64)>,
     let row: u64 = resp
         .header(HEADER_NEXT_ROW_NUMBER)
         .map(str::trim)
-        .ok_or_else(|| decode(template, "X-Next-ID came without X-Next-Row-Number".to_owned()))?
+        .ok_or_else(|| {
+            decode(
+                template,
+                "X-Next-ID came without X-Next-Row-Number".to_owned(),
+            )
+        })?
         .parse()
         .map_err(|_| decode(template, "X-Next-Row-Number is not an integer".to_owned()))?;
     Ok(Some((id, row)))

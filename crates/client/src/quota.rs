@@ -123,7 +123,12 @@ pub struct QuotaHeaders {
 impl QuotaHeaders {
     /// Reads the quota headers; `None` when neither is present (or both are unreadable).
     pub fn from_headers(headers: &http::HeaderMap) -> Option<Self> {
-        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+        let text = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+        };
         let remaining = text(HEADER_QUOTA_REMAINING).and_then(parse_remaining);
         let resets_in = text(HEADER_QUOTA_RESETS_IN).and_then(parse_resets_in);
         if remaining.is_none() && resets_in.is_none() {
@@ -395,7 +400,8 @@ impl QuotaBudget {
                         if resets_in > max_wait {
                             return Err(ClientError::quota_exhausted(key, resets_in));
                         }
-                        tracing::info!(
+                        // Debug, not info: every waiting caller passes here once per window.
+                        tracing::debug!(
                             scope = %key,
                             resets_in_secs = resets_in.as_secs_f64(),
                             "toggl quota spent; waiting for the reset"
@@ -586,7 +592,10 @@ mod tests {
     #[test]
     fn classifies_paths() {
         assert_eq!(QuotaScope::for_path("/api/v9/me"), QuotaScope::User);
-        assert_eq!(QuotaScope::for_path("/api/v9/me/time_entries"), QuotaScope::User);
+        assert_eq!(
+            QuotaScope::for_path("/api/v9/me/time_entries"),
+            QuotaScope::User
+        );
         assert_eq!(QuotaScope::for_path("/api/v9/workspaces"), QuotaScope::User);
         assert_eq!(
             QuotaScope::for_path("/api/v9/workspaces/42/time_entries/7/stop"),
@@ -638,7 +647,10 @@ mod tests {
                 .map(|a| a.key())
         });
         tokio::task::yield_now().await;
-        assert!(!second.is_finished(), "second caller must wait for the probe");
+        assert!(
+            !second.is_finished(),
+            "second caller must wait for the probe"
+        );
         first.complete(known(5, 100));
         let key = second.await.expect("joins").expect("admitted");
         assert_eq!(key, QuotaScope::User);
@@ -673,7 +685,10 @@ mod tests {
             .await
             .expect("admitted after reset");
         assert!(start.elapsed() >= Duration::from_secs(30));
-        assert!(probe.probe, "the first request after a spent window is a probe");
+        assert!(
+            probe.probe,
+            "the first request after a spent window is a probe"
+        );
         // Other scopes are unaffected.
         assert!(!budget.is_spent(QuotaScope::User));
     }
@@ -752,5 +767,112 @@ mod tests {
         let a = budget.admit(QuotaScope::User, Duration::ZERO).await;
         let b = budget.admit(QuotaScope::User, Duration::ZERO).await;
         assert!(a.is_ok() && b.is_ok(), "concurrency without quota headers");
+    }
+
+    /// A fixed-window quota server, simulated in paused time: quota per window, rounding of the
+    /// announced reset, per-request latency.
+    struct SimServer {
+        quota: u32,
+        window: Duration,
+        round_up: bool,
+        end: Option<Instant>,
+        used: u32,
+        over: u32,
+        over_per_window: Vec<u32>,
+    }
+
+    impl SimServer {
+        fn answer(&mut self) -> Observation {
+            let now = Instant::now();
+            if self.end.is_none_or(|end| end <= now) {
+                if self.end.is_some() {
+                    self.over_per_window.push(self.over);
+                }
+                self.end = Some(now + self.window);
+                self.used = 0;
+                self.over = 0;
+            }
+            let left = self
+                .end
+                .expect("window set")
+                .saturating_duration_since(now)
+                .as_secs_f64();
+            let resets_in = Duration::from_secs_f64(if self.round_up {
+                left.ceil()
+            } else {
+                left.floor()
+            });
+            let spent = self.used >= self.quota;
+            if spent {
+                self.over += 1;
+            } else {
+                self.used += 1;
+            }
+            Observation::Response {
+                headers: Some(QuotaHeaders {
+                    remaining: Some(i64::from(self.quota - self.used)),
+                    resets_in: Some(resets_in),
+                }),
+                spent,
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+        #[test]
+        fn concurrent_callers_meet_a_spent_quota_at_most_once_per_window(
+            quota in 1u32..6,
+            window_secs in 1u64..4,
+            round_up in proptest::bool::ANY,
+            latencies in proptest::collection::vec(1u64..400, 5..40),
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .expect("runtime");
+            let over = rt.block_on(async move {
+                let budget = Arc::new(QuotaBudget::new());
+                let server = Arc::new(Mutex::new(SimServer {
+                    quota,
+                    window: Duration::from_secs(window_secs),
+                    round_up,
+                    end: None,
+                    used: 0,
+                    over: 0,
+                    over_per_window: Vec::new(),
+                }));
+                let mut tasks = Vec::new();
+                for latency in latencies {
+                    let budget = Arc::clone(&budget);
+                    let server = Arc::clone(&server);
+                    tasks.push(tokio::spawn(async move {
+                        loop {
+                            let admission = budget
+                                .admit(QuotaScope::Organization(1), Duration::from_secs(3600))
+                                .await
+                                .expect("admitted");
+                            // Half the latency on the way in, half on the way back.
+                            tokio::time::sleep(Duration::from_millis(latency / 2)).await;
+                            let observation = server.lock().answer();
+                            tokio::time::sleep(Duration::from_millis(latency - latency / 2)).await;
+                            admission.complete(observation);
+                            if !matches!(observation, Observation::Response { spent: true, .. }) {
+                                return;
+                            }
+                        }
+                    }));
+                }
+                for t in tasks {
+                    t.await.expect("task completes");
+                }
+                let s = server.lock();
+                let mut over = s.over_per_window.clone();
+                over.push(s.over);
+                over
+            });
+            proptest::prop_assert!(over.iter().all(|n| *n <= 1), "over-quota per window: {:?}", over);
+        }
     }
 }

@@ -91,8 +91,11 @@ pub struct ApiResponse {
     pub headers: HeaderMap,
     /// Parsed JSON body; `Null` when the body is empty.
     pub body: Value,
-    /// Quota headers of this response, if sent.
+    /// Quota headers of this response, as Toggl sent them.
     pub quota: Option<QuotaHeaders>,
+    /// The budget the request was counted against (a workspace becomes its organization once
+    /// known); see [`crate::Client::budget_snapshot`] for the client's estimate.
+    pub scope: QuotaScope,
 }
 
 impl ApiResponse {
@@ -179,7 +182,10 @@ mod tests {
         r.set_query("per_page", "50".into());
         assert_eq!(
             r.query,
-            vec![("page".into(), "2".into()), ("per_page".into(), "50".into())]
+            vec![
+                ("page".into(), "2".into()),
+                ("per_page".into(), "50".into())
+            ]
         );
     }
 }

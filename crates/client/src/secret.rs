@@ -100,7 +100,10 @@ mod tests {
         let s = Secret::new("abc123token");
         assert_eq!(format!("{s:?}"), "[redacted]");
         assert_eq!(format!("{s}"), "[redacted]");
-        assert_eq!(serde_json::to_string(&s).expect("serializes"), "\"[redacted]\"");
+        assert_eq!(
+            serde_json::to_string(&s).expect("serializes"),
+            "\"[redacted]\""
+        );
         assert_eq!(s.expose(), "abc123token");
     }
 

@@ -53,7 +53,10 @@ async fn email_password_credentials_use_basic_auth() {
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode("ann@example.test:pa55word")
     );
-    assert_eq!(server.recorded()[0].headers["authorization"], expected.as_str());
+    assert_eq!(
+        server.recorded()[0].headers["authorization"],
+        expected.as_str()
+    );
 }
 
 #[tokio::test]
@@ -61,7 +64,10 @@ async fn json_body_is_sent_and_empty_success_body_is_null() {
     let server = TestServer::script(vec![Reply::new(200)]).await;
     let body = json!({"workspace_id": 3_730_303_299_u64, "duration": -1, "created_with": "t"});
     let resp = client(&server)
-        .send(ApiRequest::post("/api/v9/workspaces/3730303299/time_entries", body.clone()))
+        .send(ApiRequest::post(
+            "/api/v9/workspaces/3730303299/time_entries",
+            body.clone(),
+        ))
         .await
         .expect("ok");
     assert_eq!(resp.body, serde_json::Value::Null);
@@ -84,6 +90,7 @@ async fn quota_402_with_headers_waits_for_the_reset_then_retries_once() {
         .expect("succeeds after the reset");
     assert_eq!(resp.body, json!([1, 2]));
     assert_eq!(resp.quota.and_then(|q| q.remaining), Some(29));
+    assert_eq!(resp.scope, QuotaScope::Workspace(5));
     let rec = server.recorded();
     assert_eq!(rec.len(), 2);
     assert!(
@@ -99,12 +106,17 @@ async fn quota_402_with_headers_waits_for_the_reset_then_retries_once() {
 
 #[tokio::test]
 async fn quota_reset_beyond_max_wait_fails_fast_and_says_when() {
-    let server =
-        TestServer::script(vec![Reply::json(402, json!("quota exceeded")).quota(0, 3000)]).await;
+    let server = TestServer::script(vec![
+        Reply::json(402, json!("quota exceeded")).quota(0, 3000),
+    ])
+    .await;
     let mut cfg = config(&server.url);
     cfg.max_quota_wait = Duration::from_secs(5);
     let c = Client::new(cfg).expect("client");
-    let err = c.send(ApiRequest::get("/api/v9/me")).await.expect_err("spent");
+    let err = c
+        .send(ApiRequest::get("/api/v9/me"))
+        .await
+        .expect_err("spent");
     let text = format!("{err:#}");
     assert!(
         matches!(err, ClientError::QuotaExhausted { scope: QuotaScope::User, resets_in, .. } if resets_in > Duration::from_secs(2900)),
@@ -131,7 +143,9 @@ async fn payment_required_without_quota_headers_is_a_paid_feature_and_not_retrie
     )])
     .await;
     let err = client(&server)
-        .send(ApiRequest::get("/reports/api/v3/workspace/1/summary/time_entries"))
+        .send(ApiRequest::get(
+            "/reports/api/v3/workspace/1/summary/time_entries",
+        ))
         .await
         .expect_err("paid");
     assert!(
@@ -150,7 +164,10 @@ async fn rate_limit_honours_retry_after() {
     ])
     .await;
     client(&server)
-        .send(ApiRequest::post("/api/v9/workspaces/1/tags", json!({"name": "x"})))
+        .send(ApiRequest::post(
+            "/api/v9/workspaces/1/tags",
+            json!({"name": "x"}),
+        ))
         .await
         .expect("a 429 was not processed, so even a POST is retried");
     let rec = server.recorded();
@@ -162,7 +179,9 @@ async fn rate_limit_honours_retry_after() {
 async fn rate_limit_without_retry_after_backs_off_and_gives_up_bounded() {
     let html = "<html><head><title>429 Too Many Requests</title></head><body></body></html>";
     let server = TestServer::script(vec![
-        Reply::new(429).header("content-type", "text/html").body(html),
+        Reply::new(429)
+            .header("content-type", "text/html")
+            .body(html),
         Reply::json(200, json!("ok")),
     ])
     .await;
@@ -177,7 +196,10 @@ async fn rate_limit_without_retry_after_backs_off_and_gives_up_bounded() {
         .send(ApiRequest::get("/api/v9/me"))
         .await
         .expect_err("gives up");
-    assert!(matches!(err, ClientError::RateLimited { retry_after: None }), "{err:#}");
+    assert!(
+        matches!(err, ClientError::RateLimited { retry_after: None }),
+        "{err:#}"
+    );
     assert_eq!(always.count(), 3, "max_attempts bounds the retries");
 
     let long = TestServer::script(vec![Reply::new(429).header("Retry-After", "3600")]).await;
@@ -195,7 +217,9 @@ async fn rate_limit_without_retry_after_backs_off_and_gives_up_bounded() {
 async fn server_errors_are_retried_for_get() {
     let server = TestServer::script(vec![
         Reply::new(503),
-        Reply::new(502).header("content-type", "text/html").body("<title>502 Bad Gateway</title>"),
+        Reply::new(502)
+            .header("content-type", "text/html")
+            .body("<title>502 Bad Gateway</title>"),
         Reply::json(200, json!({"ok": true})),
     ])
     .await;
@@ -250,7 +274,10 @@ async fn timeouts_retry_idempotent_requests_only() {
     cfg.base_url.clone_from(&server.url);
     let err = Client::new(cfg)
         .expect("client")
-        .send(ApiRequest::post("/api/v9/workspaces/1/projects", json!({"name": "p"})))
+        .send(ApiRequest::post(
+            "/api/v9/workspaces/1/projects",
+            json!({"name": "p"}),
+        ))
         .await
         .expect_err("unknown outcome");
     assert!(
@@ -267,7 +294,10 @@ async fn connection_refused_is_safe_to_retry_even_for_post() {
     drop(listener);
     let err = Client::new(config(&url))
         .expect("client")
-        .send(ApiRequest::post("/api/v9/workspaces/1/tags", json!({"name": "x"})))
+        .send(ApiRequest::post(
+            "/api/v9/workspaces/1/tags",
+            json!({"name": "x"}),
+        ))
         .await
         .expect_err("nobody listens");
     // Not OutcomeUnknown: nothing was sent, so retrying (and failing again) was safe.
@@ -282,9 +312,17 @@ async fn error_bodies_of_every_shape_read_well() {
             .header("content-type", "text/html")
             .body("<html><head><title>400 Bad Request</title></head><body>nginx</body></html>"),
         "/empty" => Reply::new(404),
-        "/string" => Reply::json(400, json!("'since' and 'before' can not be present simultaneously")),
-        "/object" => Reply::json(409, json!({"message": "Time entry already stopped", "code": 1})),
-        "/text" => Reply::new(400).header("content-type", "text/plain").body("Invalid start date"),
+        "/string" => Reply::json(
+            400,
+            json!("'since' and 'before' can not be present simultaneously"),
+        ),
+        "/object" => Reply::json(
+            409,
+            json!({"message": "Time entry already stopped", "code": 1}),
+        ),
+        "/text" => Reply::new(400)
+            .header("content-type", "text/plain")
+            .body("Invalid start date"),
         "/auth" => Reply::new(401).header("X-Authorization-Missing", "true"),
         "/forbidden" => Reply::new(403),
         "/gone" => Reply::new(410).body("v8 is gone"),
@@ -295,18 +333,30 @@ async fn error_bodies_of_every_shape_read_well() {
     let c = client(&server);
     let get = |p: &str| c.send(ApiRequest::get(p));
     let e = get("/html").await.expect_err("400");
-    assert!(matches!(&e, ClientError::Api { status: 400, message } if message == "400 Bad Request"), "{e:#}");
+    assert!(
+        matches!(&e, ClientError::Api { status: 400, message } if message == "400 Bad Request"),
+        "{e:#}"
+    );
     let e = get("/empty").await.expect_err("404");
-    assert!(matches!(&e, ClientError::NotFound { message } if message == "empty body"), "{e:#}");
+    assert!(
+        matches!(&e, ClientError::NotFound { message } if message == "empty body"),
+        "{e:#}"
+    );
     let e = get("/string").await.expect_err("400");
     assert_eq!(
         e.to_string(),
         "toggl answered 400: 'since' and 'before' can not be present simultaneously"
     );
     let e = get("/object").await.expect_err("409");
-    assert!(matches!(&e, ClientError::Conflict { message } if message == "Time entry already stopped"), "{e:#}");
+    assert!(
+        matches!(&e, ClientError::Conflict { message } if message == "Time entry already stopped"),
+        "{e:#}"
+    );
     let e = get("/text").await.expect_err("400");
-    assert!(matches!(&e, ClientError::Api { message, .. } if message == "Invalid start date"), "{e:#}");
+    assert!(
+        matches!(&e, ClientError::Api { message, .. } if message == "Invalid start date"),
+        "{e:#}"
+    );
     let e = get("/auth").await.expect_err("401");
     assert!(matches!(e, ClientError::Unauthorized { status: 401, .. }));
     assert!(e.to_string().contains("TOGGL_API_TOKEN"), "{e:#}");
@@ -316,9 +366,16 @@ async fn error_bodies_of_every_shape_read_well() {
     assert!(matches!(e, ClientError::Gone { .. }));
     assert!(e.to_string().contains("shut down"), "{e:#}");
     let e = get("/ok-garbage").await.expect_err("decode");
-    assert!(matches!(&e, ClientError::Decode { body, .. } if body == "not json {"), "{e:#}");
+    assert!(
+        matches!(&e, ClientError::Decode { body, .. } if body == "not json {"),
+        "{e:#}"
+    );
     let e = get("/teapot").await.expect_err("418");
-    assert!(e.to_string().len() < 400, "bounded: {}", e.to_string().len());
+    assert!(
+        e.to_string().len() < 400,
+        "bounded: {}",
+        e.to_string().len()
+    );
     // No retries for any of these.
     assert_eq!(server.count(), 10);
 }
@@ -334,15 +391,21 @@ async fn the_token_never_appears_in_errors_or_debug_output() {
         match r.path.as_str() {
             "/402" => Reply::json(402, json!(leak2)),
             "/401" => Reply::json(401, body),
-            "/403" => Reply::new(403).header("content-type", "text/html").body(format!("<title>{leak2}</title>")),
+            "/403" => Reply::new(403)
+                .header("content-type", "text/html")
+                .body(format!("<title>{leak2}</title>")),
             "/404" => Reply::new(404).body(leak2.clone()),
             "/409" => Reply::json(409, json!(leak2)),
             "/410" => Reply::json(410, body),
             "/400" => Reply::json(400, json!({"api_token": TEST_TOKEN})),
             "/500" => Reply::json(500, json!(leak2)),
             "/quota" => Reply::json(402, json!(leak2)).quota(0, 3600),
-            "/429" => Reply::new(429).header("Retry-After", "9999").body(leak2.clone()),
-            "/me" => Reply::new(200).body(format!(r#"{{"api_token":"{TEST_TOKEN}", "x": {leak2:?} "#)),
+            "/429" => Reply::new(429)
+                .header("Retry-After", "9999")
+                .body(leak2.clone()),
+            "/me" => {
+                Reply::new(200).body(format!(r#"{{"api_token":"{TEST_TOKEN}", "x": {leak2:?} "#))
+            }
             _ => Reply::json(200, json!({})),
         }
     })
@@ -352,7 +415,9 @@ async fn the_token_never_appears_in_errors_or_debug_output() {
     cfg.retry.max_attempts = 1;
     let c = Client::new(cfg.clone()).expect("client");
     let mut errors = Vec::new();
-    for p in ["/402", "/401", "/403", "/404", "/409", "/410", "/400", "/500", "/quota", "/429", "/me"] {
+    for p in [
+        "/402", "/401", "/403", "/404", "/409", "/410", "/400", "/500", "/429", "/me",
+    ] {
         errors.push(c.send(ApiRequest::get(p)).await.expect_err(p));
     }
     errors.push(
@@ -360,6 +425,8 @@ async fn the_token_never_appears_in_errors_or_debug_output() {
             .await
             .expect_err("outcome unknown"),
     );
+    // Last: it spends the user scope, after which user-scope calls fail without being sent.
+    errors.push(c.send(ApiRequest::get("/quota")).await.expect_err("quota"));
     let refused = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let url = format!("http://{}", l.local_addr().expect("addr"));
@@ -371,37 +438,67 @@ async fn the_token_never_appears_in_errors_or_debug_output() {
             .expect_err("refused")
     };
     errors.push(refused);
-    errors.push(
-        Client::new(config("not a url"))
-            .expect_err("bad url"),
-    );
+    errors.push(Client::new(config("not a url")).expect_err("bad url"));
     let mut empty = config(&server.url);
     empty.credentials = toggl_connect_client::Credentials::Token("".into());
     errors.push(Client::new(empty).expect_err("empty token"));
 
     let kinds: std::collections::BTreeSet<String> = errors
         .iter()
-        .map(|e| format!("{e:?}").split([' ', '{', '(']).next().unwrap_or_default().to_owned())
+        .map(|e| {
+            format!("{e:?}")
+                .split([' ', '{', '('])
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        })
         .collect();
     for kind in [
-        "PaidFeature", "Unauthorized", "NotFound", "Conflict", "Gone", "Api", "QuotaExhausted",
-        "RateLimited", "Decode", "OutcomeUnknown", "Transport", "Config",
+        "PaidFeature",
+        "Unauthorized",
+        "NotFound",
+        "Conflict",
+        "Gone",
+        "Api",
+        "QuotaExhausted",
+        "RateLimited",
+        "Decode",
+        "OutcomeUnknown",
+        "Transport",
+        "Config",
     ] {
-        assert!(kinds.contains(kind), "variant {kind} not exercised: {kinds:?}");
+        assert!(
+            kinds.contains(kind),
+            "variant {kind} not exercised: {kinds:?}"
+        );
     }
     let mut texts: Vec<String> = errors
         .iter()
-        .flat_map(|e| [format!("{e}"), format!("{e:?}"), format!("{e:#}"), format!("{e:#?}")])
+        .flat_map(|e| {
+            [
+                format!("{e}"),
+                format!("{e:?}"),
+                format!("{e:#}"),
+                format!("{e:#?}"),
+            ]
+        })
         .collect();
     texts.push(format!("{cfg:?}"));
     texts.push(format!("{cfg:#?}"));
     texts.push(format!("{c:?}"));
     for text in &texts {
         assert!(!text.contains(TEST_TOKEN), "token leaked: {text}");
-        assert!(!text.contains(&encoded), "encoded credentials leaked: {text}");
+        assert!(
+            !text.contains(&encoded),
+            "encoded credentials leaked: {text}"
+        );
     }
     // The redaction keeps the rest readable.
-    assert!(texts.iter().any(|t| t.contains("token [redacted] auth Basic [redacted]")));
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains("token [redacted] auth Basic [redacted]"))
+    );
 }
 
 #[tokio::test]
@@ -424,7 +521,13 @@ async fn workspace_requests_share_their_organizations_budget() {
         .await
         .expect_err("spent");
     assert!(
-        matches!(err, ClientError::QuotaExhausted { scope: QuotaScope::Organization(900), .. }),
+        matches!(
+            err,
+            ClientError::QuotaExhausted {
+                scope: QuotaScope::Organization(900),
+                ..
+            }
+        ),
         "{err:#}"
     );
     // Workspace 12 is in the same organization: no request is sent at all.
@@ -434,12 +537,15 @@ async fn workspace_requests_share_their_organizations_budget() {
         .expect_err("spent");
     assert!(matches!(err, ClientError::QuotaExhausted { .. }));
     let paths: Vec<String> = server.recorded().into_iter().map(|r| r.path).collect();
-    assert_eq!(paths, ["/api/v9/me/workspaces", "/api/v9/workspaces/11/projects"]);
+    assert_eq!(
+        paths,
+        ["/api/v9/me/workspaces", "/api/v9/workspaces/11/projects"]
+    );
     let snap = c.budget_snapshot();
-    assert_eq!(snap.iter().map(|s| s.scope).collect::<Vec<_>>(), [
-        QuotaScope::User,
-        QuotaScope::Organization(900)
-    ]);
+    assert_eq!(
+        snap.iter().map(|s| s.scope).collect::<Vec<_>>(),
+        [QuotaScope::User, QuotaScope::Organization(900)]
+    );
 }
 
 #[tokio::test]
@@ -448,7 +554,10 @@ async fn invalid_paths_are_rejected_before_sending() {
     let c = client(&server);
     for p in ["api/v9/me", "//evil.example/x", "/api/v9/me?x=1", "/a b"] {
         let e = c.send(ApiRequest::get(p)).await.expect_err(p);
-        assert!(matches!(e, ClientError::InvalidRequest { .. }), "{p}: {e:#}");
+        assert!(
+            matches!(e, ClientError::InvalidRequest { .. }),
+            "{p}: {e:#}"
+        );
     }
     assert_eq!(server.count(), 0);
 }

@@ -19,8 +19,11 @@ async fn clones_share_one_pacer() {
     for i in 0..6 {
         let c = client.clone();
         tasks.push(tokio::spawn(async move {
-            c.send(ApiRequest::get(format!("/api/v9/workspaces/{}/tags", i % 2)))
-                .await
+            c.send(ApiRequest::get(format!(
+                "/api/v9/workspaces/{}/tags",
+                i % 2
+            )))
+            .await
         }));
     }
     for t in tasks {
@@ -32,6 +35,9 @@ async fn clones_share_one_pacer() {
     for pair in times.windows(2) {
         let gap = pair[1].duration_since(pair[0]);
         // Measured at the server, so allow a little network jitter.
-        assert!(gap >= Duration::from_millis(170), "gap {gap:?} shorter than the pacing");
+        assert!(
+            gap >= Duration::from_millis(170),
+            "gap {gap:?} shorter than the pacing"
+        );
     }
 }

@@ -69,9 +69,7 @@ impl AppState {
                 db: RwLock::new(db),
                 quota: Mutex::new(Quota::new(config.quota_window)),
                 buckets: Mutex::new(Buckets::default()),
-                fault_rng: Mutex::new(ChaCha8Rng::seed_from_u64(
-                    config.seed_value ^ 0x5eed_fa17,
-                )),
+                fault_rng: Mutex::new(ChaCha8Rng::seed_from_u64(config.seed_value ^ 0x5eed_fa17)),
                 changes,
                 hub,
                 config,
@@ -157,10 +155,8 @@ impl AppState {
         let Some(value) = headers.get(header::AUTHORIZATION) else {
             let mut r = Response::new(Body::empty());
             *r.status_mut() = StatusCode::UNAUTHORIZED;
-            r.headers_mut().insert(
-                "X-Authorization-Missing",
-                HeaderValue::from_static("true"),
-            );
+            r.headers_mut()
+                .insert("X-Authorization-Missing", HeaderValue::from_static("true"));
             return Err(r);
         };
         let forbidden = || {
@@ -173,7 +169,10 @@ impl AppState {
         let encoded = value
             .to_str()
             .ok()
-            .and_then(|v| v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic ")))
+            .and_then(|v| {
+                v.strip_prefix("Basic ")
+                    .or_else(|| v.strip_prefix("basic "))
+            })
             .ok_or_else(forbidden)?;
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(encoded.trim())
@@ -183,7 +182,8 @@ impl AppState {
         let (name, secret) = decoded.split_once(':').ok_or_else(forbidden)?;
         let db = self.inner.db.read();
         let user = if secret == "api_token" {
-            db.users().find(|u| !u.api_token.is_empty() && u.api_token == name)
+            db.users()
+                .find(|u| !u.api_token.is_empty() && u.api_token == name)
         } else {
             db.users()
                 .find(|u| u.email.eq_ignore_ascii_case(name) && u.password == secret)
@@ -218,9 +218,14 @@ impl AppState {
                 .ok()
                 .filter(|o| db.organizations.contains_key(o)),
             ["reports", "api", "v3", "workspace", wid, ..] => org_of_ws(wid),
-            ["webhooks", "api", "v1", "subscriptions" | "ping" | "validate" | "limits", wid, ..] => {
-                org_of_ws(wid)
-            }
+            [
+                "webhooks",
+                "api",
+                "v1",
+                "subscriptions" | "ping" | "validate" | "limits",
+                wid,
+                ..,
+            ] => org_of_ws(wid),
             _ => None,
         };
         match org {
@@ -247,10 +252,7 @@ impl AppState {
         let mut quota = self.inner.quota.lock();
         let mut out = Vec::with_capacity(orgs.len() + 1);
         let user_key = QuotaKey::User(user_id);
-        out.push((
-            None,
-            quota.peek(user_key, self.quota_total(user_key), now),
-        ));
+        out.push((None, quota.peek(user_key, self.quota_total(user_key), now)));
         for organization_id in orgs {
             let key = QuotaKey::Org {
                 user_id,
@@ -315,7 +317,10 @@ fn scope(path: &str) -> Scope {
 
 fn set_quota_headers(headers: &mut HeaderMap, q: QuotaStatus) {
     headers.insert("X-Toggl-Quota-Remaining", HeaderValue::from(q.remaining));
-    headers.insert("X-Toggl-Quota-Resets-In", HeaderValue::from(q.resets_in_secs));
+    headers.insert(
+        "X-Toggl-Quota-Resets-In",
+        HeaderValue::from(q.resets_in_secs),
+    );
 }
 
 fn request_id(headers: &mut HeaderMap) {
@@ -333,10 +338,8 @@ const NGINX_429: &str = "<html>\r\n<head><title>429 Too Many Requests</title></h
 fn html(status: StatusCode, body: &'static str) -> Response {
     let mut r = Response::new(Body::from(body));
     *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html"),
-    );
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
     r
 }
 

@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// The Toggl plan of the sandbox organization. It decides the hourly quota and webhook limits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Plan {
     /// Free: 30 org-scoped requests per user and organization per window; 1 webhook x 3 filters.
@@ -137,8 +139,8 @@ pub struct Faults {
     pub webhook_delay_ms: u64,
 }
 
-/// Everything a sandbox needs to start.
-#[derive(Debug, Clone)]
+/// Everything a sandbox needs to start. `Debug` redacts the token.
+#[derive(Clone)]
 pub struct SandboxConfig {
     /// Address to bind (`--listen`); default `127.0.0.1:0` (a free port).
     pub listen: SocketAddr,
@@ -162,6 +164,23 @@ pub struct SandboxConfig {
     pub rate_limit: bool,
 }
 
+impl std::fmt::Debug for SandboxConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SandboxConfig")
+            .field("listen", &self.listen)
+            .field("plan", &self.plan)
+            .field("quota_window", &self.quota_window)
+            .field("api_token", &self.api_token.as_ref().map(|_| "[redacted]"))
+            .field("seed", &self.seed)
+            .field("seed_entries", &self.seed_entries)
+            .field("seed_value", &self.seed_value)
+            .field("state_file", &self.state_file)
+            .field("faults", &self.faults)
+            .field("rate_limit", &self.rate_limit)
+            .finish()
+    }
+}
+
 impl Default for SandboxConfig {
     fn default() -> Self {
         SandboxConfig {
@@ -176,5 +195,32 @@ impl Default for SandboxConfig {
             faults: Faults::default(),
             rate_limit: true,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_redacts_the_token() {
+        let c = SandboxConfig {
+            api_token: Some("secret-token".into()),
+            ..SandboxConfig::default()
+        };
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("secret-token"));
+        assert!(shown.contains("[redacted]"));
+    }
+
+    #[test]
+    fn plans_parse_and_map_to_limits() {
+        assert_eq!("Free".parse::<Plan>(), Ok(Plan::Free));
+        assert_eq!("enterprise".parse::<Plan>(), Ok(Plan::Unlimited));
+        assert!("gold".parse::<Plan>().is_err());
+        assert_eq!(Plan::Starter.org_quota(), 240);
+        assert_eq!(Plan::Premium.webhook_limits(), (3, 12));
+        assert!(!Plan::Unlimited.enforces_quota());
+        assert_eq!("small".parse::<Seed>(), Ok(Seed::Small));
     }
 }

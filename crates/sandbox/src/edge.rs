@@ -469,7 +469,10 @@ mod tests {
             Some(r#"Unexpected "workspace_id" type string"#)
         );
         let e = i.str_list(&["tags"]).expect_err("number in tags");
-        assert_eq!(e.message.as_deref(), Some(r#"Unexpected "tags" type number"#));
+        assert_eq!(
+            e.message.as_deref(),
+            Some(r#"Unexpected "tags" type number"#)
+        );
     }
 
     #[test]
@@ -490,8 +493,8 @@ mod tests {
 
     #[test]
     fn patch_parsing() {
-        let ops = parse_patch(br#"[{"op":"replace","path":"/description","value":"x"}]"#)
-            .expect("patch");
+        let ops =
+            parse_patch(br#"[{"op":"replace","path":"/description","value":"x"}]"#).expect("patch");
         assert_eq!(ops[0].field, "description");
         assert!(parse_patch(br#"[{"op":"move","path":"/a"}]"#).is_err());
         assert!(parse_patch(br#"[{"op":"add","path":"a/b"}]"#).is_err());

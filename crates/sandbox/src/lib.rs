@@ -23,6 +23,8 @@
 //! - [`AppState::subscribe_changes`] streams every [`webhooks::Change`] made through the API.
 //!
 //! # For the Webhooks and Reports modules (read API)
+//! Both are mounted by [`router`]; `webhooks::WebhookAccess` and `reports::ReportsSource` are
+//! implemented for [`AppState`] on top of these:
 //! - [`AppState::authenticate`], [`AppState::workspace_access`], [`AppState::webhook_limits`]
 //!   implement what the webhooks router needs (same 401/403 as the Track API).
 //! - [`AppState::read`] runs a closure over [`model::Db`]: `users()`, `user(id)`,
@@ -56,7 +58,7 @@
 // The hand-written entity JSON (`json!` with 40+ keys) needs a deeper macro expansion.
 #![recursion_limit = "256"]
 
-pub mod api;
+mod api;
 mod app;
 mod config;
 pub mod edge;
@@ -64,6 +66,7 @@ pub mod limits;
 pub mod model;
 mod persist;
 pub mod render;
+pub mod reports;
 mod seed;
 pub mod timefmt;
 pub mod webhooks;
@@ -261,14 +264,15 @@ async fn not_found() -> axum::response::Response {
         .into_response()
 }
 
-/// The whole sandbox app (Track API, plus Webhooks and Reports once mounted) behind the gate
-/// (faults, auth, 429, quota).
+/// The whole sandbox app (Track API v9, Webhooks API v1, Reports API v3) behind one gate
+/// (faults, auth, 429, quota; Webhooks and Reports requests count against the org quota).
 pub fn router(state: AppState) -> Router {
     let access: std::sync::Arc<dyn webhooks::WebhookAccess> = std::sync::Arc::new(state.clone());
     Router::new()
         .nest("/api/v9", api::routes())
         .with_state(state.clone())
         .merge(webhooks::router(state.hub().clone(), access))
+        .merge(reports::router(std::sync::Arc::new(state.clone())))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -283,12 +287,13 @@ pub struct Sandbox;
 impl Sandbox {
     /// Binds `config.listen` and serves.
     pub async fn start(config: SandboxConfig) -> Result<SandboxHandle, SandboxError> {
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| SandboxError::Bind {
-                addr: config.listen,
-                source,
-            })?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| SandboxError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
         Self::start_on(listener, config).await
     }
 
@@ -366,7 +371,9 @@ impl SandboxHandle {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => return Err(SandboxError::Server(e)),
                 Err(join) => {
-                    return Err(SandboxError::Server(std::io::Error::other(join.to_string())));
+                    return Err(SandboxError::Server(std::io::Error::other(
+                        join.to_string(),
+                    )));
                 }
             }
         }

@@ -230,4 +230,34 @@ mod tests {
             assert!(b.admit(1, t0 + Duration::from_secs(i)).is_ok());
         }
     }
+
+    proptest::proptest! {
+        /// Whatever the arrival pattern, no window of the configured length ever admits more
+        /// than `total` requests, and a refused request is never counted.
+        #[test]
+        fn sliding_window_never_over_admits(
+            gaps_ms in proptest::collection::vec(0u64..400, 1..200),
+            total in 1u32..10,
+        ) {
+            let window = Duration::from_secs(1);
+            let mut q = Quota::new(window);
+            let t0 = Instant::now();
+            let mut now = t0;
+            let mut admitted: Vec<Instant> = Vec::new();
+            for gap in gaps_ms {
+                now += Duration::from_millis(gap);
+                let s = q.hit(USER, total, true, now);
+                proptest::prop_assert!(s.remaining >= 0);
+                if s.allowed {
+                    admitted.push(now);
+                }
+                let in_window = admitted
+                    .iter()
+                    .filter(|t| now.saturating_duration_since(**t) < window)
+                    .count();
+                proptest::prop_assert!(in_window <= total as usize);
+                proptest::prop_assert_eq!(s.remaining, i64::from(total) - in_window as i64);
+            }
+        }
+    }
 }

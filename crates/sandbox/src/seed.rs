@@ -40,7 +40,9 @@ const DESCRIPTIONS: [&str; 12] = [
 ];
 
 fn hex(rng: &mut ChaCha8Rng, bytes: usize) -> String {
-    (0..bytes).map(|_| format!("{:02x}", rng.r#gen::<u8>())).collect()
+    (0..bytes)
+        .map(|_| format!("{:02x}", rng.r#gen::<u8>()))
+        .collect()
 }
 
 fn anchor() -> DateTime<Utc> {
@@ -62,13 +64,28 @@ pub(crate) fn build(config: &SandboxConfig) -> Db {
     let ws_id = db.ids.next(IdKind::Workspace);
     let admin_id = db.ids.next(IdKind::User);
     let member_id = db.ids.next(IdKind::User);
-    let admin_token = config.api_token.clone().unwrap_or_else(|| hex(&mut rng, 16));
+    let admin_token = config
+        .api_token
+        .clone()
+        .unwrap_or_else(|| hex(&mut rng, 16));
     let member_token = hex(&mut rng, 16);
     let admin_password = format!("sandbox-{}", hex(&mut rng, 4));
     let member_password = format!("sandbox-{}", hex(&mut rng, 4));
     for (id, email, name, token, password) in [
-        (admin_id, ADMIN_EMAIL, "Sandbox Admin", admin_token, admin_password),
-        (member_id, MEMBER_EMAIL, "Sandbox Member", member_token, member_password),
+        (
+            admin_id,
+            ADMIN_EMAIL,
+            "Sandbox Admin",
+            admin_token,
+            admin_password,
+        ),
+        (
+            member_id,
+            MEMBER_EMAIL,
+            "Sandbox Member",
+            member_token,
+            member_password,
+        ),
     ] {
         let accounts_id = hex(&mut rng, 11);
         let intercom = hex(&mut rng, 32);
@@ -205,7 +222,14 @@ fn add_project(db: &mut Db, spec: ProjectSpec<'_>, creator: i64, at: DateTime<Ut
     id
 }
 
-fn add_project_user(db: &mut Db, ws: i64, project: i64, user: i64, manager: bool, at: DateTime<Utc>) {
+fn add_project_user(
+    db: &mut Db,
+    ws: i64,
+    project: i64,
+    user: i64,
+    manager: bool,
+    at: DateTime<Utc>,
+) {
     let id = db.ids.next(IdKind::ProjectUser);
     db.project_users.insert(
         id,
@@ -336,31 +360,66 @@ fn small(db: &mut Db, rng: &mut ChaCha8Rng, org: i64, t0: DateTime<Utc>) {
     let initech = add_client(db, side, "Initech", admin, at);
     let website = add_project(
         db,
-        ProjectSpec { ws, name: "Website Redesign", client: Some(acme), private: false, active: true, color: "#0b83d9" },
+        ProjectSpec {
+            ws,
+            name: "Website Redesign",
+            client: Some(acme),
+            private: false,
+            active: true,
+            color: "#0b83d9",
+        },
         admin,
         at,
     );
     let mobile = add_project(
         db,
-        ProjectSpec { ws, name: "Mobile App", client: Some(globex), private: false, active: true, color: "#9e5bd9" },
+        ProjectSpec {
+            ws,
+            name: "Mobile App",
+            client: Some(globex),
+            private: false,
+            active: true,
+            color: "#9e5bd9",
+        },
         admin,
         at,
     );
     let internal = add_project(
         db,
-        ProjectSpec { ws, name: "Internal", client: None, private: true, active: true, color: "#d94182" },
+        ProjectSpec {
+            ws,
+            name: "Internal",
+            client: None,
+            private: true,
+            active: true,
+            color: "#d94182",
+        },
         admin,
         at,
     );
     add_project(
         db,
-        ProjectSpec { ws, name: "Legacy Migration", client: Some(acme), private: false, active: false, color: "#e36a00" },
+        ProjectSpec {
+            ws,
+            name: "Legacy Migration",
+            client: Some(acme),
+            private: false,
+            active: false,
+            color: "#e36a00",
+        },
         admin,
         at,
     );
     let blog = add_project(
         db,
-        ProjectSpec { ws: side, name: "Blog", client: Some(initech), private: false, active: true, color: "#2da608" },
+        ProjectSpec {
+            ws: side,
+            name: "Blog",
+            client: Some(initech),
+            private: false,
+            active: true,
+            color: "#2da608",
+        },
         admin,
         at,
     );
@@ -375,15 +434,28 @@ fn small(db: &mut Db, rng: &mut ChaCha8Rng, org: i64, t0: DateTime<Utc>) {
 
     type Planned<'a> = (i64, Option<i64>, Option<i64>, &'a str, Option<Vec<i64>>);
     let plan: [Planned<'_>; 6] = [
-        (admin, Some(website), Some(design), "Wireframes", Some(vec![deep])),
+        (
+            admin,
+            Some(website),
+            Some(design),
+            "Wireframes",
+            Some(vec![deep]),
+        ),
         (admin, Some(mobile), None, "Release checklist", Some(vec![])),
         (admin, Some(internal), None, "Standup", Some(vec![meeting])),
         (admin, None, None, "Email", None),
-        (member, Some(website), None, "Landing page copy", Some(vec![])),
+        (
+            member,
+            Some(website),
+            None,
+            "Landing page copy",
+            Some(vec![]),
+        ),
         (member, None, None, "Onboarding", None),
     ];
     for (day, (user, project, task, description, tags)) in plan.into_iter().enumerate() {
-        let start = t0 - Duration::days(day as i64 + 1) + Duration::hours(9)
+        let start = t0 - Duration::days(day as i64 + 1)
+            + Duration::hours(9)
             + Duration::minutes(rng.gen_range(0..60));
         add_entry(
             db,

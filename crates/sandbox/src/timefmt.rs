@@ -55,7 +55,9 @@ mod tests {
     use chrono::TimeZone;
 
     fn t() -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2024, 12, 16, 1, 55, 24).single().expect("valid")
+        Utc.with_ymd_and_hms(2024, 12, 16, 1, 55, 24)
+            .single()
+            .expect("valid")
             + chrono::Duration::microseconds(37_428)
     }
 

@@ -28,7 +28,11 @@ fn shape_diff(recorded: &Value, actual: &Value, at: &str, out: &mut Vec<String>)
         return;
     }
     if kind(recorded) != kind(actual) {
-        out.push(format!("{at}: recorded {} but served {}", kind(recorded), kind(actual)));
+        out.push(format!(
+            "{at}: recorded {} but served {}",
+            kind(recorded),
+            kind(actual)
+        ));
         return;
     }
     match (recorded, actual) {
@@ -53,14 +57,23 @@ fn shape_diff(recorded: &Value, actual: &Value, at: &str, out: &mut Vec<String>)
 fn assert_shape(recorded: &Value, actual: &Value, what: &str) {
     let mut diffs = Vec::new();
     shape_diff(recorded, actual, what, &mut diffs);
-    assert!(diffs.is_empty(), "{what} differs from the recording:\n{}\nserved: {actual}", diffs.join("\n"));
+    assert!(
+        diffs.is_empty(),
+        "{what} differs from the recording:\n{}\nserved: {actual}",
+        diffs.join("\n")
+    );
 }
 
 #[test]
 fn the_shape_check_can_fail() {
     let recorded = json!({"a": 1, "b": "x", "c": null, "d": ["t"]});
     let mut diffs = Vec::new();
-    shape_diff(&recorded, &json!({"a": "1", "c": 5, "d": [1]}), "o", &mut diffs);
+    shape_diff(
+        &recorded,
+        &json!({"a": "1", "c": 5, "d": [1]}),
+        "o",
+        &mut diffs,
+    );
     assert_eq!(
         diffs,
         vec![
@@ -71,7 +84,11 @@ fn the_shape_check_can_fail() {
     );
     let mut diffs = Vec::new();
     shape_diff(&json!({"a": 1}), &json!({"a": null}), "o", &mut diffs);
-    assert_eq!(diffs.len(), 1, "null served where the recording has a value");
+    assert_eq!(
+        diffs.len(),
+        1,
+        "null served where the recording has a value"
+    );
 }
 
 #[tokio::test]
@@ -90,7 +107,10 @@ async fn create_running_entry_matches_recording() {
     let body = json!({"created_with":"fixture","start":"2025-01-10T09:00:00Z","workspace_id":wid,
                       "duration":-1,"description":"Write report"});
     let served = env
-        .post(&format!("/workspaces/{wid}/time_entries"), &body.to_string())
+        .post(
+            &format!("/workspaces/{wid}/time_entries"),
+            &body.to_string(),
+        )
         .await
         .json;
     assert_shape(&recorded, &served, "POST time_entries");
@@ -107,10 +127,18 @@ async fn time_entry_list_matches_recording() {
     let recorded: Value = serde_json::from_str(LIST).expect("fixture");
     let wid = env.wid();
     let project = env.get(&format!("/workspaces/{wid}/projects")).await.json[0]["id"].clone();
-    for (start, tags) in [("2024-02-04T21:42:16Z", json!(["type:support/problem"])), ("2024-02-03T18:07:12Z", json!([]))] {
+    for (start, tags) in [
+        ("2024-02-04T21:42:16Z", json!(["type:support/problem"])),
+        ("2024-02-03T18:07:12Z", json!([])),
+    ] {
         let body = json!({"created_with":"fixture","start":start,"workspace_id":wid,"duration":4663,
                           "project_id":project,"description":"How to test","tags":tags});
-        let r = env.post(&format!("/workspaces/{wid}/time_entries"), &body.to_string()).await;
+        let r = env
+            .post(
+                &format!("/workspaces/{wid}/time_entries"),
+                &body.to_string(),
+            )
+            .await;
         assert_eq!(r.status, reqwest::StatusCode::OK, "{}", r.text);
     }
     let served = env
@@ -119,7 +147,12 @@ async fn time_entry_list_matches_recording() {
         .json;
     let served = served.as_array().expect("list");
     assert_eq!(served.len(), 2);
-    for (i, rec) in recorded.as_array().expect("recorded list").iter().enumerate() {
+    for (i, rec) in recorded
+        .as_array()
+        .expect("recorded list")
+        .iter()
+        .enumerate()
+    {
         // Compare with the served entry that has tags when the recording has some.
         let has_tags = rec["tags"].as_array().is_some_and(|t| !t.is_empty());
         let candidate = served
@@ -129,6 +162,11 @@ async fn time_entry_list_matches_recording() {
         assert_shape(rec, candidate, &format!("GET /me/time_entries[{i}]"));
     }
     // Same timestamp forms as the recording.
-    assert!(served[0]["start"].as_str().expect("start").ends_with("+00:00"));
+    assert!(
+        served[0]["start"]
+            .as_str()
+            .expect("start")
+            .ends_with("+00:00")
+    );
     assert!(served[0]["at"].as_str().expect("at").ends_with("+00:00"));
 }

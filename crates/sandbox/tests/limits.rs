@@ -28,7 +28,11 @@ async fn free_plan_org_quota_runs_out_with_402_that_does_not_count() {
         let r = env.get(&path).await;
         assert_eq!(r.status, StatusCode::OK);
         assert_eq!(remaining(&r), 29 - i);
-        let resets: u64 = r.header("x-toggl-quota-resets-in").expect("h").parse().expect("n");
+        let resets: u64 = r
+            .header("x-toggl-quota-resets-in")
+            .expect("h")
+            .parse()
+            .expect("n");
         assert!(resets > 0 && resets <= 3600);
     }
     for _ in 0..3 {
@@ -47,7 +51,10 @@ async fn free_plan_org_quota_runs_out_with_402_that_does_not_count() {
     assert_eq!(q[0]["organization_id"], Value::Null);
     assert_eq!(q[0]["remaining"], 28);
     assert_eq!(q[0]["total"], 30);
-    assert_eq!(q[1]["remaining"], 0, "the refused requests were not counted below 0");
+    assert_eq!(
+        q[1]["remaining"], 0,
+        "the refused requests were not counted below 0"
+    );
     assert_eq!(q[1]["total"], 30);
 }
 
@@ -105,9 +112,17 @@ async fn leaky_bucket_answers_429_with_retry_after() {
             limited = Some(r);
         }
     }
-    assert_eq!(&statuses[..3], &[200, 200, 200], "burst allowed: {statuses:?}");
+    assert_eq!(
+        &statuses[..3],
+        &[200, 200, 200],
+        "burst allowed: {statuses:?}"
+    );
     let r = limited.expect("a 429 within 10 back-to-back requests");
-    let retry: u64 = r.header("retry-after").expect("retry-after").parse().expect("secs");
+    let retry: u64 = r
+        .header("retry-after")
+        .expect("retry-after")
+        .parse()
+        .expect("secs");
     assert!(retry >= 1);
     assert!(r.text.contains("429 Too Many Requests"));
     assert!(r.header("x-toggl-quota-remaining").is_some());
@@ -130,7 +145,10 @@ async fn injected_5xx_change_nothing() {
     let mut seen = std::collections::BTreeSet::new();
     for _ in 0..30 {
         let r = env
-            .post(&format!("/workspaces/{}/clients", env.wid()), r#"{"name":"Ghost"}"#)
+            .post(
+                &format!("/workspaces/{}/clients", env.wid()),
+                r#"{"name":"Ghost"}"#,
+            )
             .await;
         seen.insert(r.status.as_u16());
         match r.status.as_u16() {

@@ -37,7 +37,12 @@ async fn auth_missing_bad_and_both_schemes() {
 
     let f = env.sandbox.facts().clone();
     let r = env
-        .call(As::Basic(f.email.clone(), f.password.clone()), Method::GET, "/me", None)
+        .call(
+            As::Basic(f.email.clone(), f.password.clone()),
+            Method::GET,
+            "/me",
+            None,
+        )
         .await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.json["id"], json!(f.user_id));
@@ -55,7 +60,10 @@ async fn me_and_related_data() {
     let env = Env::start().await;
     let r = env.get("/me").await;
     assert_eq!(r.status, StatusCode::OK);
-    assert_eq!(r.header("content-type"), Some("application/json; charset=utf-8"));
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/json; charset=utf-8")
+    );
     assert!(r.header("x-toggl-quota-remaining").is_some());
     assert!(r.header("x-toggl-quota-resets-in").is_some());
     assert_eq!(r.json["api_token"], json!(env.sandbox.facts().api_token));
@@ -65,7 +73,14 @@ async fn me_and_related_data() {
     assert!(at.ends_with('Z') && at.len() == 27, "micros Z: {at}");
 
     let r = env.get("/me?with_related_data=true").await;
-    for key in ["clients", "projects", "tags", "tasks", "time_entries", "workspaces"] {
+    for key in [
+        "clients",
+        "projects",
+        "tags",
+        "tasks",
+        "time_entries",
+        "workspaces",
+    ] {
         assert!(
             !r.json[key].as_array().expect(key).is_empty(),
             "{key} is empty"
@@ -77,9 +92,21 @@ async fn me_and_related_data() {
 async fn put_me_validates_and_updates() {
     let env = Env::start().await;
     let before = env.get("/me").await.json["at"].clone();
-    assert_error(&env.put("/me", r#"{"timezone":"Mars/Base"}"#).await, 400, "Invalid timezone");
-    assert_error(&env.put("/me", r#"{"email":"not-an-email"}"#).await, 400, "Invalid email");
-    assert_error(&env.put("/me", r#"{"fullname":"  "}"#).await, 400, "Invalid fullname");
+    assert_error(
+        &env.put("/me", r#"{"timezone":"Mars/Base"}"#).await,
+        400,
+        "Invalid timezone",
+    );
+    assert_error(
+        &env.put("/me", r#"{"email":"not-an-email"}"#).await,
+        400,
+        "Invalid email",
+    );
+    assert_error(
+        &env.put("/me", r#"{"fullname":"  "}"#).await,
+        400,
+        "Invalid fullname",
+    );
     assert_error(
         &env.put("/me", r#"{"email":"member@sandbox.test"}"#).await,
         400,
@@ -96,13 +123,18 @@ async fn put_me_validates_and_updates() {
         "Current password must be present to change password",
     );
     assert_error(
-        &env.put("/me", r#"{"password":"abcdefgh","current_password":"x"}"#).await,
+        &env.put("/me", r#"{"password":"abcdefgh","current_password":"x"}"#)
+            .await,
         400,
         "Current password is not valid",
     );
     let pw = env.sandbox.facts().password.clone();
     assert_error(
-        &env.put("/me", &json!({"password":"abc","current_password":pw}).to_string()).await,
+        &env.put(
+            "/me",
+            &json!({"password":"abc","current_password":pw}).to_string(),
+        )
+        .await,
         400,
         "Password should be at least 6 characters",
     );
@@ -112,7 +144,10 @@ async fn put_me_validates_and_updates() {
         r#"Unexpected "beginning_of_week" type string"#,
     );
     let r = env
-        .put("/me", r#"{"fullname":"Ann Admin","timezone":"Europe/Tallinn"}"#)
+        .put(
+            "/me",
+            r#"{"fullname":"Ann Admin","timezone":"Europe/Tallinn"}"#,
+        )
         .await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.json["fullname"], json!("Ann Admin"));
@@ -128,15 +163,38 @@ async fn me_lists_and_quota() {
     assert!(ws.json[0]["active_project_count"].as_i64().is_some());
     let orgs = env.get("/me/organizations").await;
     assert_eq!(orgs.json[0]["id"], json!(env.oid()));
-    assert_eq!(env.get("/me/clients").await.json.as_array().expect("a").len(), 3);
-    assert_eq!(env.get("/me/tags").await.json.as_array().expect("a").len(), 4);
-    assert_eq!(env.get("/me/tasks").await.json.as_array().expect("a").len(), 3);
+    assert_eq!(
+        env.get("/me/clients")
+            .await
+            .json
+            .as_array()
+            .expect("a")
+            .len(),
+        3
+    );
+    assert_eq!(
+        env.get("/me/tags").await.json.as_array().expect("a").len(),
+        4
+    );
+    assert_eq!(
+        env.get("/me/tasks").await.json.as_array().expect("a").len(),
+        3
+    );
     let active = env.get("/me/projects").await.json;
     let all = env.get("/me/projects?include_archived=true").await.json;
-    assert_eq!(all.as_array().expect("a").len(), active.as_array().expect("a").len() + 1);
+    assert_eq!(
+        all.as_array().expect("a").len(),
+        active.as_array().expect("a").len() + 1
+    );
     // Members do not see private projects they are not part of.
     let member = env.member(Method::GET, "/me/projects", None).await.json;
-    assert!(member.as_array().expect("a").iter().all(|p| p["name"] != json!("Internal")));
+    assert!(
+        member
+            .as_array()
+            .expect("a")
+            .iter()
+            .all(|p| p["name"] != json!("Internal"))
+    );
 
     let q = env.get("/me/quota").await;
     let arr = q.json.as_array().expect("quota array");
@@ -155,7 +213,12 @@ async fn create_minimal_entry_matches_recorded_behaviour() {
     let env = Env::start().await;
     let wid = env.wid();
     let body = json!({"created_with":"test","start":"2024-12-16T02:55:24.837112+01:00","workspace_id":wid});
-    let r = env.post(&format!("/workspaces/{wid}/time_entries"), &body.to_string()).await;
+    let r = env
+        .post(
+            &format!("/workspaces/{wid}/time_entries"),
+            &body.to_string(),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     let e = &r.json;
     assert_eq!(e["duration"], json!(0));
@@ -168,7 +231,10 @@ async fn create_minimal_entry_matches_recorded_behaviour() {
     assert_eq!(e["uid"], json!(env.sandbox.facts().user_id));
     assert!(e.get("pid").is_none());
     let at = e["at"].as_str().expect("at");
-    assert!(at.ends_with('Z') && at.contains('.'), "at with micros: {at}");
+    assert!(
+        at.ends_with('Z') && at.contains('.'),
+        "at with micros: {at}"
+    );
     let id = e["id"].as_i64().expect("id");
     assert!(id > i64::from(i32::MAX));
 
@@ -209,17 +275,22 @@ async fn running_entries_current_and_auto_stop() {
     assert!(old_now["stop"].is_string(), "old entry stopped: {old_now}");
     assert_eq!(old_now["tags"], json!([]));
 
-    let stop = env.patch(&format!("/workspaces/{wid}/time_entries/{id}/stop"), "").await;
+    let stop = env
+        .patch(&format!("/workspaces/{wid}/time_entries/{id}/stop"), "")
+        .await;
     assert_eq!(stop.status, StatusCode::OK);
     assert!(stop.json["duration"].as_i64().expect("duration") >= 300);
     assert_eq!(stop.json["tags"], json!([]));
-    let again = env.patch(&format!("/workspaces/{wid}/time_entries/{id}/stop"), "").await;
+    let again = env
+        .patch(&format!("/workspaces/{wid}/time_entries/{id}/stop"), "")
+        .await;
     assert_error(&again, 409, "Time entry already stopped");
     let cur = env.get("/me/time_entries/current").await;
     assert_eq!(cur.status, StatusCode::OK);
     assert_eq!(cur.text, "null");
     assert_error(
-        &env.patch(&format!("/workspaces/{wid}/time_entries/1/stop"), "").await,
+        &env.patch(&format!("/workspaces/{wid}/time_entries/1/stop"), "")
+            .await,
         404,
         "Time entry not found",
     );
@@ -231,7 +302,11 @@ async fn create_validation_errors() {
     let wid = env.wid();
     let path = format!("/workspaces/{wid}/time_entries");
     assert_error(
-        &env.post(&path, &json!({"start":"2024-01-01T00:00:00Z","workspace_id":wid}).to_string()).await,
+        &env.post(
+            &path,
+            &json!({"start":"2024-01-01T00:00:00Z","workspace_id":wid}).to_string(),
+        )
+        .await,
         400,
         "created_with needs to be provided an a valid string",
     );
@@ -241,23 +316,45 @@ async fn create_validation_errors() {
         r#"Unexpected "workspace_id" type string"#,
     );
     assert_error(
-        &env.post(&path, &json!({"created_with":"t","start":"2024-01-01T00:00:00Z","wid":wid,"duration":"60"}).to_string()).await,
+        &env.post(
+            &path,
+            &json!({"created_with":"t","start":"2024-01-01T00:00:00Z","wid":wid,"duration":"60"})
+                .to_string(),
+        )
+        .await,
         400,
         r#"Unexpected "duration" type string"#,
     );
-    assert_error(&env.post(&path, "{not json").await, 400, "Invalid JSON input");
     assert_error(
-        &env.post(&path, &json!({"created_with":"t","start":"2024-01-01T00:00:00Z","workspace_id":wid+1}).to_string()).await,
+        &env.post(&path, "{not json").await,
+        400,
+        "Invalid JSON input",
+    );
+    assert_error(
+        &env.post(
+            &path,
+            &json!({"created_with":"t","start":"2024-01-01T00:00:00Z","workspace_id":wid+1})
+                .to_string(),
+        )
+        .await,
         400,
         "workspace_id in the body does not match the workspace in the path",
     );
     assert_error(
-        &env.post(&path, &json!({"created_with":"t","workspace_id":wid}).to_string()).await,
+        &env.post(
+            &path,
+            &json!({"created_with":"t","workspace_id":wid}).to_string(),
+        )
+        .await,
         400,
         "start is required",
     );
     assert_error(
-        &env.post(&path, &json!({"created_with":"t","workspace_id":wid,"start":"yesterday"}).to_string()).await,
+        &env.post(
+            &path,
+            &json!({"created_with":"t","workspace_id":wid,"start":"yesterday"}).to_string(),
+        )
+        .await,
         400,
         "Invalid start date",
     );
@@ -266,7 +363,13 @@ async fn create_validation_errors() {
         400,
         "duration and stop do not match",
     );
-    let other = env.post("/workspaces/1/time_entries", &json!({"created_with":"t","workspace_id":1,"start":"2024-01-01T00:00:00Z"}).to_string()).await;
+    let other = env
+        .post(
+            "/workspaces/1/time_entries",
+            &json!({"created_with":"t","workspace_id":1,"start":"2024-01-01T00:00:00Z"})
+                .to_string(),
+        )
+        .await;
     assert_error(&other, 403, "User does not have access to this resource.");
 }
 
@@ -316,30 +419,52 @@ async fn tags_by_name_aliases_meta_and_updates() {
     let id = e["id"].as_i64().expect("id");
     let path = format!("/workspaces/{wid}/time_entries/{id}");
 
-    let r = env.put(&path, r#"{"tags":["extra"],"tag_action":"add"}"#).await;
+    let r = env
+        .put(&path, r#"{"tags":["extra"],"tag_action":"add"}"#)
+        .await;
     assert_eq!(r.json["tags"], json!(["fresh-tag", "meeting", "extra"]));
-    let r = env.put(&path, r#"{"tags":["meeting"],"tag_action":"delete"}"#).await;
+    let r = env
+        .put(&path, r#"{"tags":["meeting"],"tag_action":"delete"}"#)
+        .await;
     assert_eq!(r.json["tags"], json!(["fresh-tag", "extra"]));
-    let r = env.put(&path, r#"{"description":"Renamed","duration":1200}"#).await;
+    let r = env
+        .put(&path, r#"{"description":"Renamed","duration":1200}"#)
+        .await;
     assert_eq!(r.json["description"], json!("Renamed"));
     assert_eq!(r.json["stop"], json!("2024-05-01T10:20:00Z"));
-    assert_error(&env.put(&path, r#"{"project_id":"x"}"#).await, 400, r#"Unexpected "project_id" type string"#);
-    assert_error(&env.put(&path, r#"{"project_id":1}"#).await, 400, "Invalid project_id");
+    assert_error(
+        &env.put(&path, r#"{"project_id":"x"}"#).await,
+        400,
+        r#"Unexpected "project_id" type string"#,
+    );
+    assert_error(
+        &env.put(&path, r#"{"project_id":1}"#).await,
+        400,
+        "Invalid project_id",
+    );
 
     // Legacy endpoints with legacy aliases.
     let legacy = env
         .post(
             "/time_entries",
-            &json!({"created_with":"cli","start":"2024-05-02T10:00:00Z","wid":wid,"duration":60}).to_string(),
+            &json!({"created_with":"cli","start":"2024-05-02T10:00:00Z","wid":wid,"duration":60})
+                .to_string(),
         )
         .await;
     assert_eq!(legacy.status, StatusCode::OK, "{}", legacy.text);
     let lid = legacy.json["id"].as_i64().expect("id");
     let upd = env
-        .put(&format!("/time_entries/{lid}"), r#"{"description":"legacy"}"#)
+        .put(
+            &format!("/time_entries/{lid}"),
+            r#"{"description":"legacy"}"#,
+        )
         .await;
     assert_eq!(upd.json["description"], json!("legacy"));
-    assert_error(&env.put("/time_entries/1", "{}").await, 404, "Time entry not found");
+    assert_error(
+        &env.put("/time_entries/1", "{}").await,
+        404,
+        "Time entry not found",
+    );
 }
 
 #[tokio::test]
@@ -354,11 +479,22 @@ async fn list_filters_since_before_dates_and_deletes() {
     let b = env.post(&path, &mk("2024-03-12T10:00:00Z")).await.json["id"].clone();
     let c = env.post(&path, &mk("2024-03-13T10:00:00Z")).await.json["id"].clone();
 
-    let r = env.get("/me/time_entries?start_date=2024-03-11&end_date=2024-03-12").await;
+    let r = env
+        .get("/me/time_entries?start_date=2024-03-11&end_date=2024-03-12")
+        .await;
     assert_eq!(r.json.as_array().expect("a").len(), 1);
     assert_eq!(r.json[0]["id"], a);
-    let r = env.get("/me/time_entries?start_date=2024-03-11&end_date=2024-03-14").await;
-    assert_eq!(ids(&r.json), vec![c.as_i64().expect("c"), b.as_i64().expect("b"), a.as_i64().expect("a")]);
+    let r = env
+        .get("/me/time_entries?start_date=2024-03-11&end_date=2024-03-14")
+        .await;
+    assert_eq!(
+        ids(&r.json),
+        vec![
+            c.as_i64().expect("c"),
+            b.as_i64().expect("b"),
+            a.as_i64().expect("a")
+        ]
+    );
     assert_eq!(r.json[0]["start"], json!("2024-03-13T10:00:00+00:00"));
     let r = env.get("/me/time_entries?before=2024-03-12").await;
     assert!(ids(&r.json).contains(&a.as_i64().expect("a")));
@@ -378,9 +514,19 @@ async fn list_filters_since_before_dates_and_deletes() {
     let del = env.delete(&format!("{path}/{b}")).await;
     assert_eq!(del.status, StatusCode::OK);
     assert_eq!(del.text, "");
-    assert_error(&env.delete(&format!("{path}/{b}")).await, 404, "Time entry not found");
-    assert_error(&env.get(&format!("/me/time_entries/{b}")).await, 404, "Time entry not found");
-    let r = env.get("/me/time_entries?start_date=2024-03-11&end_date=2024-03-14").await;
+    assert_error(
+        &env.delete(&format!("{path}/{b}")).await,
+        404,
+        "Time entry not found",
+    );
+    assert_error(
+        &env.get(&format!("/me/time_entries/{b}")).await,
+        404,
+        "Time entry not found",
+    );
+    let r = env
+        .get("/me/time_entries?start_date=2024-03-11&end_date=2024-03-14")
+        .await;
     assert_eq!(r.json.as_array().expect("a").len(), 2);
     let r = env.get(&format!("/me/time_entries?since={since}")).await;
     let deleted = r
@@ -400,7 +546,9 @@ async fn bulk_patch_time_entries() {
     let env = Env::start().await;
     let wid = env.wid();
     let path = format!("/workspaces/{wid}/time_entries");
-    let body = json!({"created_with":"t","start":"2024-04-01T10:00:00Z","workspace_id":wid,"duration":60}).to_string();
+    let body =
+        json!({"created_with":"t","start":"2024-04-01T10:00:00Z","workspace_id":wid,"duration":60})
+            .to_string();
     let a = env.post(&path, &body).await.json["id"].as_i64().expect("a");
     let b = env.post(&path, &body).await.json["id"].as_i64().expect("b");
     let ops = r#"[{"op":"replace","path":"/description","value":"Standup"},
@@ -409,7 +557,10 @@ async fn bulk_patch_time_entries() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(r.json["success"], json!([a, b]));
     assert_eq!(r.json["failure"][0]["id"], json!(999));
-    assert_eq!(r.json["failure"][0]["message"], json!("Time entry not found"));
+    assert_eq!(
+        r.json["failure"][0]["message"],
+        json!("Time entry not found")
+    );
     let got = env.get(&format!("/me/time_entries/{a}")).await.json;
     assert_eq!(got["description"], json!("Standup"));
     assert_eq!(got["tags"], json!(["meeting"]));
@@ -428,13 +579,28 @@ async fn bulk_patch_time_entries() {
 async fn workspaces_and_workspace_users() {
     let env = Env::start().await;
     let wid = env.wid();
-    assert_eq!(env.get("/workspaces").await.json.as_array().expect("a").len(), 2);
+    assert_eq!(
+        env.get("/workspaces")
+            .await
+            .json
+            .as_array()
+            .expect("a")
+            .len(),
+        2
+    );
     let w = env.get(&format!("/workspaces/{wid}")).await.json;
     assert_eq!(w["organization_id"], json!(env.oid()));
-    assert_error(&env.get("/workspaces/1").await, 403, "User does not have access to this resource.");
+    assert_error(
+        &env.get("/workspaces/1").await,
+        403,
+        "User does not have access to this resource.",
+    );
     let users = env.get(&format!("/workspaces/{wid}/users")).await.json;
     assert_eq!(users.as_array().expect("a").len(), 2);
-    let wus = env.get(&format!("/workspaces/{wid}/workspace_users")).await.json;
+    let wus = env
+        .get(&format!("/workspaces/{wid}/workspace_users"))
+        .await
+        .json;
     let member_wu = wus
         .as_array()
         .expect("a")
@@ -449,17 +615,45 @@ async fn workspaces_and_workspace_users() {
         400,
         "Cannot use both admin flags and role_id.",
     );
-    let r = env.member(Method::PUT, &path, Some(r#"{"role":"admin"}"#)).await;
+    let r = env
+        .member(Method::PUT, &path, Some(r#"{"role":"admin"}"#))
+        .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
-    let r = env.put(&path, r#"{"role":"projectlead","rate":50.5}"#).await;
+    let r = env
+        .put(&path, r#"{"role":"projectlead","rate":50.5}"#)
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
-    let wus = env.get(&format!("/workspaces/{wid}/workspace_users")).await.json;
-    let m = wus.as_array().expect("a").iter().find(|m| m["id"] == json!(member_wu)).expect("m").clone();
+    let wus = env
+        .get(&format!("/workspaces/{wid}/workspace_users"))
+        .await
+        .json;
+    let m = wus
+        .as_array()
+        .expect("a")
+        .iter()
+        .find(|m| m["id"] == json!(member_wu))
+        .expect("m")
+        .clone();
     assert_eq!(m["role"], json!("projectlead"));
     assert_eq!(m["rate"], json!(50.5));
+    let admin_wu = wus
+        .as_array()
+        .expect("a")
+        .iter()
+        .find(|m| m["uid"] == json!(env.sandbox.facts().user_id))
+        .expect("admin")["id"]
+        .clone();
+    assert_error(
+        &env.delete(&format!("/workspaces/{wid}/workspace_users/{admin_wu}"))
+            .await,
+        400,
+        "Bad Request",
+    );
     let r = env.delete(&path).await;
     assert_eq!(r.status, StatusCode::OK);
-    let r = env.member(Method::GET, &format!("/workspaces/{wid}"), None).await;
+    let r = env
+        .member(Method::GET, &format!("/workspaces/{wid}"), None)
+        .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
 }
 
@@ -472,17 +666,38 @@ async fn clients_crud_and_filters() {
     assert_eq!(r.status, StatusCode::OK);
     let id = r.json["id"].as_i64().expect("id");
     assert_eq!(r.json["wid"], json!(wid));
-    assert_error(&env.post(&path, r#"{"name":"umbrella"}"#).await, 400, "Name has already been taken");
-    assert_error(&env.post(&path, r#"{"name":""}"#).await, 400, "Client name cannot be empty");
-    assert_error(&env.post(&path, r#"{"name":5}"#).await, 400, r#"Unexpected "name" type number"#);
+    assert_error(
+        &env.post(&path, r#"{"name":"umbrella"}"#).await,
+        400,
+        "Name has already been taken",
+    );
+    assert_error(
+        &env.post(&path, r#"{"name":""}"#).await,
+        400,
+        "Client name cannot be empty",
+    );
+    assert_error(
+        &env.post(&path, r#"{"name":5}"#).await,
+        400,
+        r#"Unexpected "name" type number"#,
+    );
     let r = env.get(&format!("{path}?name=UMBR")).await;
     assert_eq!(ids(&r.json), vec![id]);
-    let r = env.put(&format!("{path}/{id}"), r#"{"name":"Umbrella Corp","archived":true}"#).await;
+    let r = env
+        .put(
+            &format!("{path}/{id}"),
+            r#"{"name":"Umbrella Corp","archived":true}"#,
+        )
+        .await;
     assert_eq!(r.json["name"], json!("Umbrella Corp"));
     assert!(!ids(&env.get(&path).await.json).contains(&id));
     assert!(ids(&env.get(&format!("{path}?status=archived")).await.json).contains(&id));
     assert!(ids(&env.get(&format!("{path}?status=both")).await.json).contains(&id));
-    assert_error(&env.get(&format!("{path}?status=weird")).await, 400, "Client status is invalid");
+    assert_error(
+        &env.get(&format!("{path}?status=weird")).await,
+        400,
+        "Client status is invalid",
+    );
     let r = env.delete(&format!("{path}/{id}")).await;
     assert_eq!(r.json, json!(id));
     assert_error(
@@ -505,7 +720,11 @@ async fn projects_crud_paging_and_bulk_patch() {
     let clients = env.get(&format!("/workspaces/{wid}/clients")).await.json;
     let cid = clients[0]["id"].as_i64().expect("client");
     let r = env
-        .post(&path, &json!({"name":"Apollo","client_id":cid,"color":"#06a893","is_private":false}).to_string())
+        .post(
+            &path,
+            &json!({"name":"Apollo","client_id":cid,"color":"#06a893","is_private":false})
+                .to_string(),
+        )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     let id = r.json["id"].as_i64().expect("id");
@@ -516,26 +735,35 @@ async fn projects_crud_paging_and_bulk_patch() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     let other = r.json["id"].as_i64().expect("id");
     assert_error(
-        &env.post(&path, &json!({"name":"APOLLO","client_id":cid}).to_string()).await,
+        &env.post(&path, &json!({"name":"APOLLO","client_id":cid}).to_string())
+            .await,
         400,
         "Name has already been taken",
     );
     assert_error(
-        &env.post(&path, r#"{"name":"Bad color","color":"red"}"#).await,
+        &env.post(&path, r#"{"name":"Bad color","color":"red"}"#)
+            .await,
         400,
         "Error in validating color 'red'. Project color must be a hex value in the form of #[0-9a-f]{6}.",
     );
     assert_error(
-        &env.post(&path, r#"{"name":"No client","client_id":1}"#).await,
+        &env.post(&path, r#"{"name":"No client","client_id":1}"#)
+            .await,
         400,
         &format!("Client with the ID 1 isn't present in workspace {wid}"),
     );
     let got = env.get(&format!("{path}/{id}")).await;
     assert_eq!(got.json["name"], json!("Apollo"));
-    assert_error(&env.get(&format!("{path}/1")).await, 404, "Resource can not be found");
+    assert_error(
+        &env.get(&format!("{path}/1")).await,
+        404,
+        "Resource can not be found",
+    );
 
     // Archive via PUT, then the default list hides it.
-    let r = env.put(&format!("{path}/{id}"), r#"{"active":false}"#).await;
+    let r = env
+        .put(&format!("{path}/{id}"), r#"{"active":false}"#)
+        .await;
     assert_eq!(r.json["status"], json!("archived"));
     assert!(!ids(&env.get(&path).await.json).contains(&id));
     assert!(ids(&env.get(&format!("{path}?active=false")).await.json).contains(&id));
@@ -545,7 +773,10 @@ async fn projects_crud_paging_and_bulk_patch() {
     let all = ids(&env.get(&format!("{path}?per_page=200")).await.json);
     let mut paged = Vec::new();
     for page in 1.. {
-        let chunk = ids(&env.get(&format!("{path}?per_page=2&page={page}")).await.json);
+        let chunk = ids(&env
+            .get(&format!("{path}?per_page=2&page={page}"))
+            .await
+            .json);
         let short = chunk.len() < 2;
         paged.extend(chunk);
         if short {
@@ -559,14 +790,27 @@ async fn projects_crud_paging_and_bulk_patch() {
     let r = env.patch(&format!("{path}/{other},1"), ops).await;
     assert_eq!(r.json["success"], json!([other]));
     assert_eq!(r.json["failure"][0]["id"], json!(1));
-    assert_eq!(env.get(&format!("{path}/{other}")).await.json["color"], json!("#c9806b"));
+    assert_eq!(
+        env.get(&format!("{path}/{other}")).await.json["color"],
+        json!("#c9806b")
+    );
 
     let since = chrono::Utc::now().timestamp() - 5;
     let r = env.delete(&format!("{path}/{other}")).await;
     assert_eq!(r.json, json!(other));
-    assert_error(&env.get(&format!("{path}/{other}")).await, 404, "Resource can not be found");
+    assert_error(
+        &env.get(&format!("{path}/{other}")).await,
+        404,
+        "Resource can not be found",
+    );
     let r = env.get(&format!("{path}?since={since}&active=both")).await;
-    let deleted = r.json.as_array().expect("a").iter().find(|p| p["id"] == json!(other)).expect("deleted listed");
+    let deleted = r
+        .json
+        .as_array()
+        .expect("a")
+        .iter()
+        .find(|p| p["id"] == json!(other))
+        .expect("deleted listed");
     assert!(deleted["server_deleted_at"].is_string());
 }
 
@@ -574,18 +818,47 @@ async fn projects_crud_paging_and_bulk_patch() {
 async fn admin_only_settings_forbid_members() {
     let env = Env::start().await;
     let wid = env.wid();
-    let r = env.member(Method::PUT, &format!("/workspaces/{wid}"), Some(r#"{"name":"x"}"#)).await;
+    let r = env
+        .member(
+            Method::PUT,
+            &format!("/workspaces/{wid}"),
+            Some(r#"{"name":"x"}"#),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     let r = env
-        .put(&format!("/workspaces/{wid}"), r#"{"only_admins_may_create_projects":true,"only_admins_may_create_tags":true}"#)
+        .put(
+            &format!("/workspaces/{wid}"),
+            r#"{"only_admins_may_create_projects":true,"only_admins_may_create_tags":true}"#,
+        )
         .await;
     assert_eq!(r.json["only_admins_may_create_projects"], json!(true));
-    let r = env.member(Method::POST, &format!("/workspaces/{wid}/projects"), Some(r#"{"name":"Mine"}"#)).await;
-    assert_error(&r, 403, "Only admins may create projects in this workspace");
-    let r = env.member(Method::POST, &format!("/workspaces/{wid}/tags"), Some(r#"{"name":"mine"}"#)).await;
-    assert_error(&r, 403, "Only organization or workspace administrators may manage tags in this workspace.");
     let r = env
-        .member(Method::POST, &format!("/organizations/{}/invitations", env.oid()), Some(r#"{"emails":["a@b.c"],"workspaces":[{"workspace_id":1}]}"#))
+        .member(
+            Method::POST,
+            &format!("/workspaces/{wid}/projects"),
+            Some(r#"{"name":"Mine"}"#),
+        )
+        .await;
+    assert_error(&r, 403, "Only admins may create projects in this workspace");
+    let r = env
+        .member(
+            Method::POST,
+            &format!("/workspaces/{wid}/tags"),
+            Some(r#"{"name":"mine"}"#),
+        )
+        .await;
+    assert_error(
+        &r,
+        403,
+        "Only organization or workspace administrators may manage tags in this workspace.",
+    );
+    let r = env
+        .member(
+            Method::POST,
+            &format!("/organizations/{}/invitations", env.oid()),
+            Some(r#"{"emails":["a@b.c"],"workspaces":[{"workspace_id":1}]}"#),
+        )
         .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
 }
@@ -594,33 +867,82 @@ async fn admin_only_settings_forbid_members() {
 async fn tasks_crud_envelope_and_archived_project() {
     let env = Env::start().await;
     let wid = env.wid();
-    let p = env.post(&format!("/workspaces/{wid}/projects"), r#"{"name":"Tasks Home"}"#).await.json["id"].as_i64().expect("p");
+    let p = env
+        .post(
+            &format!("/workspaces/{wid}/projects"),
+            r#"{"name":"Tasks Home"}"#,
+        )
+        .await
+        .json["id"]
+        .as_i64()
+        .expect("p");
     let path = format!("/workspaces/{wid}/projects/{p}/tasks");
-    let r = env.post(&path, r#"{"name":"Alpha","estimated_seconds":3600}"#).await;
+    let r = env
+        .post(&path, r#"{"name":"Alpha","estimated_seconds":3600}"#)
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     let t = r.json["id"].as_i64().expect("t");
     assert_eq!(r.json["project_id"], json!(p));
     env.post(&path, r#"{"name":"Beta","active":false}"#).await;
     assert_eq!(env.get(&path).await.json.as_array().expect("a").len(), 2);
-    assert_eq!(env.get(&format!("{path}?active=true")).await.json.as_array().expect("a").len(), 1);
-    let r = env.put(&format!("{path}/{t}"), r#"{"name":"Alpha 2"}"#).await;
+    assert_eq!(
+        env.get(&format!("{path}?active=true"))
+            .await
+            .json
+            .as_array()
+            .expect("a")
+            .len(),
+        1
+    );
+    let r = env
+        .put(&format!("{path}/{t}"), r#"{"name":"Alpha 2"}"#)
+        .await;
     assert_eq!(r.json["name"], json!("Alpha 2"));
-    assert_eq!(env.get(&format!("{path}/{t}")).await.json["name"], json!("Alpha 2"));
+    assert_eq!(
+        env.get(&format!("{path}/{t}")).await.json["name"],
+        json!("Alpha 2")
+    );
 
-    let env_list = env.get(&format!("/workspaces/{wid}/tasks?per_page=2&active=both")).await.json;
-    for key in ["data", "page", "per_page", "sort_field", "sort_order", "total_count"] {
+    let env_list = env
+        .get(&format!("/workspaces/{wid}/tasks?per_page=2&active=both"))
+        .await
+        .json;
+    for key in [
+        "data",
+        "page",
+        "per_page",
+        "sort_field",
+        "sort_order",
+        "total_count",
+    ] {
         assert!(env_list.get(key).is_some(), "{key}");
     }
     assert_eq!(env_list["data"].as_array().expect("a").len(), 2);
     assert_eq!(env_list["total_count"], json!(5));
     assert_eq!(env_list["sort_field"], json!("name"));
 
-    env.put(&format!("/workspaces/{wid}/projects/{p}"), r#"{"active":false}"#).await;
-    assert_error(&env.post(&path, r#"{"name":"Gamma"}"#).await, 400, "Can not change tasks of archived project");
-    env.put(&format!("/workspaces/{wid}/projects/{p}"), r#"{"active":true}"#).await;
+    env.put(
+        &format!("/workspaces/{wid}/projects/{p}"),
+        r#"{"active":false}"#,
+    )
+    .await;
+    assert_error(
+        &env.post(&path, r#"{"name":"Gamma"}"#).await,
+        400,
+        "Can not change tasks of archived project",
+    );
+    env.put(
+        &format!("/workspaces/{wid}/projects/{p}"),
+        r#"{"active":true}"#,
+    )
+    .await;
     let r = env.delete(&format!("{path}/{t}")).await;
     assert_eq!(r.status, StatusCode::OK);
-    assert_error(&env.get(&format!("{path}/{t}")).await, 404, "Resource can not be found");
+    assert_error(
+        &env.get(&format!("{path}/{t}")).await,
+        404,
+        "Resource can not be found",
+    );
 }
 
 #[tokio::test]
@@ -630,16 +952,44 @@ async fn tags_crud() {
     let path = format!("/workspaces/{wid}/tags");
     let r = env.post(&path, r#"{"name":"urgent"}"#).await;
     assert_eq!(r.status, StatusCode::OK);
-    assert!(r.json.is_object(), "POST returns one tag object: {}", r.text);
+    assert!(
+        r.json.is_object(),
+        "POST returns one tag object: {}",
+        r.text
+    );
     let id = r.json["id"].as_i64().expect("id");
-    assert_error(&env.post(&path, r#"{"name":"URGENT"}"#).await, 400, "a tag with the name 'URGENT' already exists");
-    assert_error(&env.post(&path, r#"{"name":" "}"#).await, 400, "tag name can't be blank");
-    let r = env.put(&format!("{path}/{id}"), r#"{"name":"later"}"#).await;
+    assert_error(
+        &env.post(&path, r#"{"name":"URGENT"}"#).await,
+        400,
+        "a tag with the name 'URGENT' already exists",
+    );
+    assert_error(
+        &env.post(&path, r#"{"name":" "}"#).await,
+        400,
+        "tag name can't be blank",
+    );
+    let r = env
+        .put(&format!("{path}/{id}"), r#"{"name":"later"}"#)
+        .await;
     assert_eq!(r.json["name"], json!("later"));
-    assert_error(&env.put(&format!("{path}/1"), r#"{"name":"x"}"#).await, 404, "Tag was not found");
-    assert_eq!(env.get(&format!("{path}?search=LAT")).await.json[0]["id"], json!(id));
-    assert_eq!(env.delete(&format!("{path}/{id}")).await.status, StatusCode::OK);
-    assert_error(&env.delete(&format!("{path}/{id}")).await, 404, "Tag was not found.");
+    assert_error(
+        &env.put(&format!("{path}/1"), r#"{"name":"x"}"#).await,
+        404,
+        "Tag was not found",
+    );
+    assert_eq!(
+        env.get(&format!("{path}?search=LAT")).await.json[0]["id"],
+        json!(id)
+    );
+    assert_eq!(
+        env.delete(&format!("{path}/{id}")).await.status,
+        StatusCode::OK
+    );
+    assert_error(
+        &env.delete(&format!("{path}/{id}")).await,
+        404,
+        "Tag was not found.",
+    );
 }
 
 #[tokio::test]
@@ -647,22 +997,57 @@ async fn project_users_crud() {
     let env = Env::start().await;
     let wid = env.wid();
     let member = env.sandbox.member().user_id;
-    let p = env.post(&format!("/workspaces/{wid}/projects"), r#"{"name":"Team Project"}"#).await.json["id"].as_i64().expect("p");
+    let p = env
+        .post(
+            &format!("/workspaces/{wid}/projects"),
+            r#"{"name":"Team Project"}"#,
+        )
+        .await
+        .json["id"]
+        .as_i64()
+        .expect("p");
     let path = format!("/workspaces/{wid}/project_users");
     let body = json!({"project_id":p,"user_id":member,"rate":20.0}).to_string();
     let r = env.post(&path, &body).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     let puid = r.json["id"].as_i64().expect("id");
     assert_eq!(r.json["rate"], json!(20.0));
-    assert_error(&env.post(&path, &body).await, 400, "Project user already exists");
-    assert_error(&env.post(&path, &json!({"project_id":1,"user_id":member}).to_string()).await, 400, "Invalid project_id");
-    assert_error(&env.post(&path, &json!({"project_id":p,"user_id":1}).to_string()).await, 400, "Invalid user_id");
+    assert_error(
+        &env.post(&path, &body).await,
+        400,
+        "Project user already exists",
+    );
+    assert_error(
+        &env.post(&path, &json!({"project_id":1,"user_id":member}).to_string())
+            .await,
+        400,
+        "Invalid project_id",
+    );
+    assert_error(
+        &env.post(&path, &json!({"project_id":p,"user_id":1}).to_string())
+            .await,
+        400,
+        "Invalid user_id",
+    );
     let list = env.get(&format!("{path}?project_ids={p}")).await.json;
     assert_eq!(list.as_array().expect("a").len(), 2, "creator + member");
-    let r = env.put(&format!("{path}/{puid}"), r#"{"manager":true}"#).await;
+    let r = env
+        .put(&format!("{path}/{puid}"), r#"{"manager":true}"#)
+        .await;
     assert_eq!(r.json["manager"], json!(true));
-    assert_eq!(env.delete(&format!("{path}/{puid}")).await.json, json!(puid));
-    assert_eq!(env.get(&format!("{path}?project_ids={p}")).await.json.as_array().expect("a").len(), 1);
+    assert_eq!(
+        env.delete(&format!("{path}/{puid}")).await.json,
+        json!(puid)
+    );
+    assert_eq!(
+        env.get(&format!("{path}?project_ids={p}"))
+            .await
+            .json
+            .as_array()
+            .expect("a")
+            .len(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -678,10 +1063,42 @@ async fn invitations() {
     assert!(r.json["data"][0]["invitation_id"].is_i64());
     assert!(r.json["invitations"].is_array());
     assert!(r.json["messages"].is_array());
-    assert_error(&env.post(&path, &json!({"emails":[],"workspaces":[{"workspace_id":wid}]}).to_string()).await, 400, "at least one email is required");
-    assert_error(&env.post(&path, &json!({"emails":["a@b.test"],"workspaces":[]}).to_string()).await, 400, "at least one workspace is required");
-    assert_error(&env.post(&path, &json!({"emails":["nope"],"workspaces":[{"workspace_id":wid}]}).to_string()).await, 400, "Invalid e-mail: 'nope'");
-    assert_error(&env.post(&path, &json!({"emails":["a@b.test"],"workspaces":[{"workspace_id":1}]}).to_string()).await, 400, "invalid workspace ID");
+    assert_error(
+        &env.post(
+            &path,
+            &json!({"emails":[],"workspaces":[{"workspace_id":wid}]}).to_string(),
+        )
+        .await,
+        400,
+        "at least one email is required",
+    );
+    assert_error(
+        &env.post(
+            &path,
+            &json!({"emails":["a@b.test"],"workspaces":[]}).to_string(),
+        )
+        .await,
+        400,
+        "at least one workspace is required",
+    );
+    assert_error(
+        &env.post(
+            &path,
+            &json!({"emails":["nope"],"workspaces":[{"workspace_id":wid}]}).to_string(),
+        )
+        .await,
+        400,
+        "Invalid e-mail: 'nope'",
+    );
+    assert_error(
+        &env.post(
+            &path,
+            &json!({"emails":["a@b.test"],"workspaces":[{"workspace_id":1}]}).to_string(),
+        )
+        .await,
+        400,
+        "invalid workspace ID",
+    );
 }
 
 #[tokio::test]
@@ -689,8 +1106,14 @@ async fn mutations_publish_changes() {
     let env = Env::start().await;
     let wid = env.wid();
     let mut rx = env.sandbox.state().subscribe_changes();
-    let body = json!({"created_with":"t","start":"2024-06-01T10:00:00Z","workspace_id":wid,"duration":60});
-    let r = env.post(&format!("/workspaces/{wid}/time_entries"), &body.to_string()).await;
+    let body =
+        json!({"created_with":"t","start":"2024-06-01T10:00:00Z","workspace_id":wid,"duration":60});
+    let r = env
+        .post(
+            &format!("/workspaces/{wid}/time_entries"),
+            &body.to_string(),
+        )
+        .await;
     let id = r.json["id"].as_i64().expect("id");
     let c = rx.recv().await.expect("change");
     assert_eq!(c.entity, "time_entry");
@@ -701,15 +1124,25 @@ async fn mutations_publish_changes() {
     assert_eq!(c.request_type, "POST");
     assert_eq!(c.request_body, body.to_string());
     assert_eq!(c.payload["id"], json!(id));
-    env.delete(&format!("/workspaces/{wid}/time_entries/{id}")).await;
+    env.delete(&format!("/workspaces/{wid}/time_entries/{id}"))
+        .await;
     let c = rx.recv().await.expect("change");
     assert_eq!(c.action.as_str(), "deleted");
     assert!(c.payload["server_deleted_at"].is_string());
-    env.post(&format!("/workspaces/{wid}/clients"), r#"{"name":"Evented"}"#).await;
+    env.post(
+        &format!("/workspaces/{wid}/clients"),
+        r#"{"name":"Evented"}"#,
+    )
+    .await;
     assert_eq!(rx.recv().await.expect("change").entity, "client");
     // A failed mutation publishes nothing.
-    env.post(&format!("/workspaces/{wid}/clients"), r#"{"name":"Evented"}"#).await;
-    env.post(&format!("/workspaces/{wid}/tags"), r#"{"name":"after"}"#).await;
+    env.post(
+        &format!("/workspaces/{wid}/clients"),
+        r#"{"name":"Evented"}"#,
+    )
+    .await;
+    env.post(&format!("/workspaces/{wid}/tags"), r#"{"name":"after"}"#)
+        .await;
     assert_eq!(rx.recv().await.expect("change").entity, "tag");
 }
 
@@ -719,5 +1152,99 @@ async fn unknown_paths_and_bad_ids() {
     let r = env.get("/no/such/thing").await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(r.text, "404 page not found");
-    assert_error(&env.get("/workspaces/abc").await, 400, "Invalid workspace_id");
+    assert_error(
+        &env.get("/workspaces/abc").await,
+        400,
+        "Invalid workspace_id",
+    );
+}
+
+#[tokio::test]
+async fn at_moves_start_date_and_tag_ids_input() {
+    let env = Env::start().await;
+    let wid = env.wid();
+    let tags = env.get(&format!("/workspaces/{wid}/tags")).await.json;
+    let t0 = tags[0]["id"].clone();
+    let t1 = tags[1]["id"].clone();
+    let r = env
+        .post(
+            &format!("/workspaces/{wid}/time_entries"),
+            &json!({"created_with":"t","start":"2024-01-01T08:30:00Z","start_date":"2024-02-02",
+                     "workspace_id":wid,"duration":60,"tag_ids":[t1, t0]})
+            .to_string(),
+        )
+        .await;
+    assert_eq!(r.json["start"], json!("2024-02-02T08:30:00Z"));
+    assert_eq!(r.json["tag_ids"], json!([t1, t0]));
+    assert_eq!(r.json["tags"], json!([tags[1]["name"], tags[0]["name"]]));
+    let id = r.json["id"].as_i64().expect("id");
+    let path = format!("/workspaces/{wid}/time_entries/{id}");
+    let mut last = r.json["at"].as_str().expect("at").to_owned();
+    for i in 0..5 {
+        let u = env
+            .put(&path, &json!({"description": format!("v{i}")}).to_string())
+            .await;
+        let at = u.json["at"].as_str().expect("at").to_owned();
+        assert!(at > last, "at moves: {at} after {last}");
+        last = at;
+    }
+    assert_error(
+        &env.put(&path, r#"{"tag_ids":[1]}"#).await,
+        400,
+        "Invalid tag_ids: 1",
+    );
+}
+
+#[tokio::test]
+async fn inactive_members_lose_access() {
+    let env = Env::start().await;
+    let wid = env.wid();
+    let wus = env
+        .get(&format!("/workspaces/{wid}/workspace_users"))
+        .await
+        .json;
+    let wu = wus
+        .as_array()
+        .expect("a")
+        .iter()
+        .find(|m| m["uid"] == json!(env.sandbox.member().user_id))
+        .expect("member")["id"]
+        .clone();
+    let r = env
+        .put(
+            &format!("/workspaces/{wid}/workspace_users/{wu}"),
+            r#"{"inactive":true}"#,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let users = env.get(&format!("/workspaces/{wid}/users")).await.json;
+    assert!(
+        users
+            .as_array()
+            .expect("a")
+            .iter()
+            .any(|u| u["inactive"] == json!(true))
+    );
+    let r = env
+        .member(Method::GET, &format!("/workspaces/{wid}/projects"), None)
+        .await;
+    assert_error(&r, 403, "User does not have access to this resource.");
+}
+
+#[tokio::test]
+async fn me_projects_paginated_walks_by_cursor() {
+    let env = Env::start().await;
+    let all = ids(&env.get("/me/projects/paginated?per_page=100").await.json);
+    assert!(all.len() >= 4);
+    assert!(all.windows(2).all(|w| w[0] < w[1]));
+    let first = ids(&env.get("/me/projects/paginated?per_page=2").await.json);
+    assert_eq!(first, all[..2]);
+    let next = ids(&env
+        .get(&format!(
+            "/me/projects/paginated?per_page=2&start_project_id={}",
+            all[1] + 1
+        ))
+        .await
+        .json);
+    assert_eq!(next, all[2..4]);
 }

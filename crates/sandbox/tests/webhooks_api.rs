@@ -14,9 +14,7 @@ use http::{HeaderMap, StatusCode};
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 use sha2::Sha256;
-use toggl_connect_sandbox::webhooks::{
-    Action, Change, Hub, HubConfig, WebhookAccess, router,
-};
+use toggl_connect_sandbox::webhooks::{Action, Change, Hub, HubConfig, WebhookAccess, router};
 
 const WS: i64 = 500;
 /// A workspace on the Free plan: 1 webhook x 3 filters.
@@ -57,7 +55,11 @@ impl WebhookAccess for FakeAccess {
     }
 
     fn webhook_limits(&self, workspace_id: i64) -> (u32, u32) {
-        if workspace_id == WS_FREE { (1, 3) } else { (3, 12) }
+        if workspace_id == WS_FREE {
+            (1, 3)
+        } else {
+            (3, 12)
+        }
     }
 }
 
@@ -78,7 +80,9 @@ fn fast_config() -> HubConfig {
 }
 
 async fn serve(app: axum::Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("local addr");
     tokio::spawn(async move {
         axum::serve(listener, app).await.expect("serve");
@@ -95,12 +99,24 @@ impl Server {
     async fn with_hub(hub: Arc<Hub>) -> Server {
         let base = serve(router(Arc::clone(&hub), Arc::new(FakeAccess))).await;
         hub.set_base_url(&base);
-        Server { hub, base, http: reqwest::Client::new() }
+        Server {
+            hub,
+            base,
+            http: reqwest::Client::new(),
+        }
     }
 
-    async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let method = http::Method::from_bytes(method.as_bytes()).expect("method");
-        let mut req = self.http.request(method, format!("{}/webhooks/api/v1{path}", self.base));
+        let mut req = self
+            .http
+            .request(method, format!("{}/webhooks/api/v1{path}", self.base));
         if let Some(token) = token {
             req = req.basic_auth(token, Some("api_token"));
         }
@@ -110,21 +126,39 @@ impl Server {
         let resp = req.send().await.expect("request");
         let status = resp.status();
         let text = resp.text().await.expect("body");
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     async fn create(&self, token: &str, wid: i64, body: Value) -> (StatusCode, Value) {
-        self.call("POST", &format!("/subscriptions/{wid}"), Some(token), Some(body)).await
+        self.call(
+            "POST",
+            &format!("/subscriptions/{wid}"),
+            Some(token),
+            Some(body),
+        )
+        .await
     }
 
     async fn events(&self, wid: i64, sid: i64) -> Vec<Value> {
-        let (status, body) = self.call("GET", &format!("/subscriptions/{wid}/{sid}/events"), Some("admin"), None).await;
+        let (status, body) = self
+            .call(
+                "GET",
+                &format!("/subscriptions/{wid}/{sid}/events"),
+                Some("admin"),
+                None,
+            )
+            .await;
         assert_eq!(status, StatusCode::OK, "{body}");
         body.as_array().expect("array").clone()
     }
 
     async fn subscription(&self, wid: i64, sid: i64) -> Value {
-        let (status, body) = self.call("GET", &format!("/subscriptions/{wid}"), Some("admin"), None).await;
+        let (status, body) = self
+            .call("GET", &format!("/subscriptions/{wid}"), Some("admin"), None)
+            .await;
         assert_eq!(status, StatusCode::OK);
         body.as_array()
             .expect("array")
@@ -158,9 +192,17 @@ struct Receiver {
     state: Arc<ReceiverState>,
 }
 
-async fn receive(State(state): State<Arc<ReceiverState>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn receive(
+    State(state): State<Arc<ReceiverState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    state.deliveries.lock().push(Delivery { headers, body, json: json.clone() });
+    state.deliveries.lock().push(Delivery {
+        headers,
+        body,
+        json: json.clone(),
+    });
     if state.always_fail.load(Ordering::SeqCst) {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     }
@@ -186,7 +228,10 @@ impl Receiver {
         let app = axum::Router::new()
             .route("/hook", axum::routing::post(receive))
             .with_state(Arc::clone(&state));
-        Receiver { url: format!("{}/hook", serve(app).await), state }
+        Receiver {
+            url: format!("{}/hook", serve(app).await),
+            state,
+        }
     }
 
     fn all(&self) -> Vec<Delivery> {
@@ -195,13 +240,20 @@ impl Receiver {
 
     /// Real events only (pings have `"payload": "ping"`).
     fn events(&self) -> Vec<Delivery> {
-        self.all().into_iter().filter(|d| d.json["payload"] != "ping").collect()
+        self.all()
+            .into_iter()
+            .filter(|d| d.json["payload"] != "ping")
+            .collect()
     }
 }
 
 /// Verifies `X-Webhook-Signature-256` independently of the crate under test.
 fn signature_ok(secret: &str, delivery: &Delivery) -> bool {
-    let Some(header) = delivery.headers.get("x-webhook-signature-256").and_then(|v| v.to_str().ok()) else {
+    let Some(header) = delivery
+        .headers
+        .get("x-webhook-signature-256")
+        .and_then(|v| v.to_str().ok())
+    else {
         return false;
     };
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
@@ -215,7 +267,10 @@ async fn eventually<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) ->
         if let Some(value) = check().await {
             return value;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -241,15 +296,30 @@ fn change(entity: &'static str, action: Action, id: i64, owner: i64) -> Change {
 }
 
 fn id_of(sub: &Value) -> i64 {
-    sub["subscription_id"].as_i64().expect("subscription_id is an integer")
+    sub["subscription_id"]
+        .as_i64()
+        .expect("subscription_id is an integer")
 }
 
 /// Creates a synchronously validated subscription; returns (id, secret).
-async fn validated(server: &Server, receiver: &Receiver, description: &str, filters: Value) -> (i64, String) {
-    let (status, sub) = server.create("admin", WS, sub_body(description, &receiver.url, filters)).await;
+async fn validated(
+    server: &Server,
+    receiver: &Receiver,
+    description: &str,
+    filters: Value,
+) -> (i64, String) {
+    let (status, sub) = server
+        .create("admin", WS, sub_body(description, &receiver.url, filters))
+        .await;
     assert_eq!(status, StatusCode::OK, "{sub}");
-    assert!(sub["validated_at"].is_string(), "validated synchronously: {sub}");
-    (id_of(&sub), sub["secret"].as_str().expect("secret").to_owned())
+    assert!(
+        sub["validated_at"].is_string(),
+        "validated synchronously: {sub}"
+    );
+    (
+        id_of(&sub),
+        sub["secret"].as_str().expect("secret").to_owned(),
+    )
 }
 
 #[tokio::test]
@@ -257,47 +327,102 @@ async fn create_validates_synchronously_when_the_endpoint_echoes_the_code() {
     let server = Server::start(fast_config()).await;
     let receiver = Receiver::start(true).await;
     let (status, sub) = server
-        .create("admin", WS, sub_body("crm-sync", &receiver.url, json!([{"entity": "time_entry", "action": "*"}])))
+        .create(
+            "admin",
+            WS,
+            sub_body(
+                "crm-sync",
+                &receiver.url,
+                json!([{"entity": "time_entry", "action": "*"}]),
+            ),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{sub}");
-    let keys: Vec<&str> = sub.as_object().expect("object").keys().map(String::as_str).collect();
+    let keys: Vec<&str> = sub
+        .as_object()
+        .expect("object")
+        .keys()
+        .map(String::as_str)
+        .collect();
     assert_eq!(
         keys,
         [
-            "subscription_id", "workspace_id", "user_id", "enabled", "description", "event_filters",
-            "url_callback", "secret", "validated_at", "has_pending_events", "created_at", "updated_at",
+            "subscription_id",
+            "workspace_id",
+            "user_id",
+            "enabled",
+            "description",
+            "event_filters",
+            "url_callback",
+            "secret",
+            "validated_at",
+            "has_pending_events",
+            "created_at",
+            "updated_at",
             "deleted_at"
         ]
     );
     assert!(id_of(&sub) > i64::from(i32::MAX), "ids are int64");
     assert_eq!(sub["workspace_id"], WS);
     assert_eq!(sub["user_id"], ADMIN);
-    assert_eq!(sub["event_filters"], json!([{"entity": "time_entry", "action": "*"}]));
+    assert_eq!(
+        sub["event_filters"],
+        json!([{"entity": "time_entry", "action": "*"}])
+    );
     assert_eq!(sub["has_pending_events"], false);
     assert!(sub["updated_at"].is_null() && sub["deleted_at"].is_null());
     let secret = sub["secret"].as_str().expect("a secret is generated");
-    assert!(secret.len() >= 16 && secret.chars().all(|c| c.is_ascii_alphanumeric()), "{secret}");
+    assert!(
+        secret.len() >= 16 && secret.chars().all(|c| c.is_ascii_alphanumeric()),
+        "{secret}"
+    );
 
     let pings = receiver.all();
     assert_eq!(pings.len(), 1, "exactly one ping on create");
     let ping = &pings[0];
-    assert!(signature_ok(secret, ping), "ping is signed with the subscription secret");
+    assert!(
+        signature_ok(secret, ping),
+        "ping is signed with the subscription secret"
+    );
     assert_eq!(ping.json["payload"], "ping");
     assert_eq!(ping.json["event_id"], 0);
     assert_eq!(ping.json["subscription_id"], sub["subscription_id"]);
     assert_eq!(ping.json["url_callback"], receiver.url.as_str());
-    assert_eq!(ping.json["metadata"], json!({"request_type": "POST", "event_user_id": ADMIN}));
-    let code = ping.json["validation_code"].as_str().expect("validation code");
+    assert_eq!(
+        ping.json["metadata"],
+        json!({"request_type": "POST", "event_user_id": ADMIN})
+    );
+    let code = ping.json["validation_code"]
+        .as_str()
+        .expect("validation code");
     assert_eq!(
         ping.json["validation_code_url"],
-        format!("{}/webhooks/api/v1/validate/{WS}/{}/{code}", server.base, id_of(&sub)).as_str()
+        format!(
+            "{}/webhooks/api/v1/validate/{WS}/{}/{code}",
+            server.base,
+            id_of(&sub)
+        )
+        .as_str()
     );
     assert_eq!(ping.headers["content-type"], "application/json");
     assert!(ping.headers.contains_key("user-agent"));
 
-    let (status, again) = server.call("GET", &format!("/validate/{WS}/{}/{code}", id_of(&sub)), None, None).await;
+    let (status, again) = server
+        .call(
+            "GET",
+            &format!("/validate/{WS}/{}/{code}", id_of(&sub)),
+            None,
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(again, json!(format!("subscription {} has already been validated", id_of(&sub))));
+    assert_eq!(
+        again,
+        json!(format!(
+            "subscription {} has already been validated",
+            id_of(&sub)
+        ))
+    );
 }
 
 #[tokio::test]
@@ -305,7 +430,15 @@ async fn async_validation_through_validation_code_url() {
     let server = Server::start(fast_config()).await;
     let receiver = Receiver::start(false).await;
     let (status, sub) = server
-        .create("admin", WS, sub_body("async", &receiver.url, json!([{"entity": "*", "action": "*"}])))
+        .create(
+            "admin",
+            WS,
+            sub_body(
+                "async",
+                &receiver.url,
+                json!([{"entity": "*", "action": "*"}]),
+            ),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{sub}");
     assert!(sub["validated_at"].is_null());
@@ -315,17 +448,32 @@ async fn async_validation_through_validation_code_url() {
     server.hub.publish(change("tag", Action::Created, 1, ADMIN));
 
     let ping = receiver.all().pop().expect("ping");
-    let code = ping.json["validation_code"].as_str().expect("code").to_owned();
-    let (status, body) = server.call("GET", &format!("/validate/{WS}/{sid}/wrong"), None, None).await;
+    let code = ping.json["validation_code"]
+        .as_str()
+        .expect("code")
+        .to_owned();
+    let (status, body) = server
+        .call("GET", &format!("/validate/{WS}/{sid}/wrong"), None, None)
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(body, json!(format!("subscription {sid} for workspace {WS} and validation code 'wrong' was not found")));
+    assert_eq!(
+        body,
+        json!(format!(
+            "subscription {sid} for workspace {WS} and validation code 'wrong' was not found"
+        ))
+    );
 
-    let url = ping.json["validation_code_url"].as_str().expect("url").to_owned();
+    let url = ping.json["validation_code_url"]
+        .as_str()
+        .expect("url")
+        .to_owned();
     let resp = reqwest::get(&url).await.expect("validate");
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.text().await.expect("body"), "\"OK\"");
     assert!(server.subscription(WS, sid).await["validated_at"].is_string());
-    let (status, _) = server.call("GET", &format!("/validate/{WS}/{sid}/{code}"), None, None).await;
+    let (status, _) = server
+        .call("GET", &format!("/validate/{WS}/{sid}/{code}"), None, None)
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "already validated");
 
     server.hub.publish(change("tag", Action::Created, 2, ADMIN));
@@ -334,7 +482,10 @@ async fn async_validation_through_validation_code_url() {
         (!events.is_empty()).then_some(events)
     })
     .await;
-    assert_eq!(events[0].json["payload"]["id"], 2, "the change before validation made no event");
+    assert_eq!(
+        events[0].json["payload"]["id"], 2,
+        "the change before validation made no event"
+    );
     assert_eq!(server.events(WS, sid).await.len(), 1);
 }
 
@@ -344,21 +495,50 @@ async fn create_is_refused_when_the_endpoint_does_not_answer_2xx() {
     let receiver = Receiver::start(true).await;
     receiver.state.always_fail.store(true, Ordering::SeqCst);
     let (status, body) = server
-        .create("admin", WS, sub_body("down", &receiver.url, json!([{"entity": "*", "action": "*"}])))
+        .create(
+            "admin",
+            WS,
+            sub_body(
+                "down",
+                &receiver.url,
+                json!([{"entity": "*", "action": "*"}]),
+            ),
+        )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(body, json!(format!("URL endpoint {} responded with status 500 instead of 200", receiver.url)));
+    assert_eq!(
+        body,
+        json!(format!(
+            "URL endpoint {} responded with status 500 instead of 200",
+            receiver.url
+        ))
+    );
 
     // A port nobody listens on.
-    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let dead_url = format!("http://{}/hook", closed.local_addr().expect("addr"));
     drop(closed);
-    let (status, body) = server.create("admin", WS, sub_body("dead", &dead_url, json!([{"entity": "*", "action": "*"}]))).await;
+    let (status, body) = server
+        .create(
+            "admin",
+            WS,
+            sub_body("dead", &dead_url, json!([{"entity": "*", "action": "*"}])),
+        )
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let text = body.as_str().expect("JSON string body");
-    assert!(text.starts_with(&format!("URL endpoint {dead_url} request failed with error")), "{text}");
+    assert!(
+        text.starts_with(&format!(
+            "URL endpoint {dead_url} request failed with error"
+        )),
+        "{text}"
+    );
 
-    let (_, list) = server.call("GET", &format!("/subscriptions/{WS}"), Some("admin"), None).await;
+    let (_, list) = server
+        .call("GET", &format!("/subscriptions/{WS}"), Some("admin"), None)
+        .await;
     assert_eq!(list, json!([]), "refused subscriptions are not kept");
 }
 
@@ -398,34 +578,76 @@ async fn validation_errors_use_toggls_messages() {
         assert_eq!(got, json!(expected), "{body}");
     }
     let (status, got) = server
-        .create("admin", WS, sub_body("x", url, json!([{"entity": "tag", "action": "*"}, {"entity": "tag", "action": "*"}])))
+        .create(
+            "admin",
+            WS,
+            sub_body(
+                "x",
+                url,
+                json!([{"entity": "tag", "action": "*"}, {"entity": "tag", "action": "*"}]),
+            ),
+        )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(got.as_str().expect("string").starts_with("The following event filter appears more than once"));
+    assert!(
+        got.as_str()
+            .expect("string")
+            .starts_with("The following event filter appears more than once")
+    );
 
     validated(&server, &receiver, "taken", all.clone()).await;
-    let (status, got) = server.create("member", WS, sub_body("taken", url, all.clone())).await;
+    let (status, got) = server
+        .create("member", WS, sub_body("taken", url, all.clone()))
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(got, json!(format!("Subscription description 'taken' is already in use for workspace {WS}")));
+    assert_eq!(
+        got,
+        json!(format!(
+            "Subscription description 'taken' is already in use for workspace {WS}"
+        ))
+    );
 
     // Free plan: one enabled subscription per user; a disabled one is still allowed.
-    let (status, _) = server.create("admin", WS_FREE, sub_body("one", url, all.clone())).await;
+    let (status, _) = server
+        .create("admin", WS_FREE, sub_body("one", url, all.clone()))
+        .await;
     assert_eq!(status, StatusCode::OK);
-    let (status, got) = server.create("admin", WS_FREE, sub_body("two", url, all.clone())).await;
+    let (status, got) = server
+        .create("admin", WS_FREE, sub_body("two", url, all.clone()))
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(got, json!(format!("User {ADMIN} already reached the limit of 1 enabled subscriptions for workspace {WS_FREE}")));
+    assert_eq!(
+        got,
+        json!(format!(
+            "User {ADMIN} already reached the limit of 1 enabled subscriptions for workspace {WS_FREE}"
+        ))
+    );
     let mut disabled = sub_body("two", url, all.clone());
     disabled["enabled"] = json!(false);
     let (status, two) = server.create("admin", WS_FREE, disabled).await;
     assert_eq!(status, StatusCode::OK, "{two}");
     let (status, got) = server
-        .call("PATCH", &format!("/subscriptions/{WS_FREE}/{}", id_of(&two)), Some("admin"), Some(json!({"enabled": true})))
+        .call(
+            "PATCH",
+            &format!("/subscriptions/{WS_FREE}/{}", id_of(&two)),
+            Some("admin"),
+            Some(json!({"enabled": true})),
+        )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(got.as_str().expect("string").contains("already reached the limit of 1"));
+    assert!(
+        got.as_str()
+            .expect("string")
+            .contains("already reached the limit of 1")
+    );
 
     let (status, body) = server
-        .call("POST", &format!("/subscriptions/{WS}"), Some("admin"), Some(json!({"description": 5})))
+        .call(
+            "POST",
+            &format!("/subscriptions/{WS}"),
+            Some("admin"),
+            Some(json!({"description": 5})),
+        )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert!(body.is_string());
@@ -436,64 +658,159 @@ async fn limits_filters_status_and_access() {
     let server = Server::start(fast_config()).await;
     let (status, body) = server.call("GET", "/status", None, None).await;
     assert_eq!((status, body), (StatusCode::OK, json!({"status": "OK"})));
-    let (status, body) = server.call("GET", &format!("/limits/{WS_FREE}"), Some("member"), None).await;
-    assert_eq!((status, body), (StatusCode::OK, json!({"max_webhooks": 1, "max_events_per_webhook": 3})));
-    let (status, body) = server.call("GET", "/event_filters", Some("member"), None).await;
+    let (status, body) = server
+        .call("GET", &format!("/limits/{WS_FREE}"), Some("member"), None)
+        .await;
+    assert_eq!(
+        (status, body),
+        (
+            StatusCode::OK,
+            json!({"max_webhooks": 1, "max_events_per_webhook": 3})
+        )
+    );
+    let (status, body) = server
+        .call("GET", "/event_filters", Some("member"), None)
+        .await;
     assert_eq!(status, StatusCode::OK);
     let entities: Vec<&String> = body.as_object().expect("object").keys().collect();
     assert_eq!(
         entities,
-        ["client", "project", "project_group", "project_user", "tag", "task", "time_entry", "workspace", "workspace_user"]
+        [
+            "client",
+            "project",
+            "project_group",
+            "project_user",
+            "tag",
+            "task",
+            "time_entry",
+            "workspace",
+            "workspace_user"
+        ]
     );
     assert_eq!(body["time_entry"], json!(["created", "updated", "deleted"]));
 
-    let (status, _) = server.call("GET", &format!("/subscriptions/{WS}"), None, None).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED, "the access layer's response is passed through");
-    let (status, _) = server.call("GET", &format!("/subscriptions/{WS}"), Some("nobody"), None).await;
+    let (status, _) = server
+        .call("GET", &format!("/subscriptions/{WS}"), None, None)
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "the access layer's response is passed through"
+    );
+    let (status, _) = server
+        .call("GET", &format!("/subscriptions/{WS}"), Some("nobody"), None)
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    let (status, body) = server.call("GET", &format!("/subscriptions/{WS}"), Some("outsider"), None).await;
+    let (status, body) = server
+        .call(
+            "GET",
+            &format!("/subscriptions/{WS}"),
+            Some("outsider"),
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(body, json!("User not found/accessible for workspace"));
-    let (status, body) = server.call("DELETE", &format!("/subscriptions/{WS}/42"), Some("admin"), None).await;
+    let (status, body) = server
+        .call(
+            "DELETE",
+            &format!("/subscriptions/{WS}/42"),
+            Some("admin"),
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    assert_eq!(body, json!(format!("subscription 42 for workspace {WS} was not found")));
+    assert_eq!(
+        body,
+        json!(format!("subscription 42 for workspace {WS} was not found"))
+    );
 }
 
 #[tokio::test]
 async fn events_follow_filters_wildcards_and_the_envelope() {
     let server = Server::start(fast_config()).await;
-    let (te, deleted, projects) = (Receiver::start(true).await, Receiver::start(true).await, Receiver::start(true).await);
-    let (_, te_secret) = validated(&server, &te, "te", json!([{"entity": "time_entry", "action": "*"}])).await;
-    validated(&server, &deleted, "deleted", json!([{"entity": "*", "action": "deleted"}])).await;
-    validated(&server, &projects, "projects", json!([{"entity": "project", "action": "created"}])).await;
+    let (te, deleted, projects) = (
+        Receiver::start(true).await,
+        Receiver::start(true).await,
+        Receiver::start(true).await,
+    );
+    let (_, te_secret) = validated(
+        &server,
+        &te,
+        "te",
+        json!([{"entity": "time_entry", "action": "*"}]),
+    )
+    .await;
+    validated(
+        &server,
+        &deleted,
+        "deleted",
+        json!([{"entity": "*", "action": "deleted"}]),
+    )
+    .await;
+    validated(
+        &server,
+        &projects,
+        "projects",
+        json!([{"entity": "project", "action": "created"}]),
+    )
+    .await;
 
     let mut te_created = change("time_entry", Action::Created, 4_100_000_001, ADMIN);
     te_created.project = Some((700_001, true));
     server.hub.publish(te_created);
-    server.hub.publish(change("project", Action::Updated, 700_001, ADMIN));
+    server
+        .hub
+        .publish(change("project", Action::Updated, 700_001, ADMIN));
     server.hub.publish(change("tag", Action::Deleted, 3, ADMIN));
-    server.hub.publish(change("time_entry", Action::Deleted, 4_100_000_002, ADMIN));
-    server.hub.publish(change("project", Action::Created, 700_002, ADMIN));
+    server
+        .hub
+        .publish(change("time_entry", Action::Deleted, 4_100_000_002, ADMIN));
+    server
+        .hub
+        .publish(change("project", Action::Created, 700_002, ADMIN));
 
-    let ids = |r: &Receiver| -> Vec<i64> { r.events().iter().map(|d| d.json["payload"]["id"].as_i64().expect("id")).collect() };
+    let ids = |r: &Receiver| -> Vec<i64> {
+        r.events()
+            .iter()
+            .map(|d| d.json["payload"]["id"].as_i64().expect("id"))
+            .collect()
+    };
     eventually("all deliveries", async || {
-        (ids(&te).len() == 2 && ids(&deleted).len() == 2 && !ids(&projects).is_empty()).then_some(())
+        (ids(&te).len() == 2 && ids(&deleted).len() == 2 && !ids(&projects).is_empty())
+            .then_some(())
     })
     .await;
     assert_eq!(ids(&te), [4_100_000_001, 4_100_000_002]);
     assert_eq!(ids(&deleted), [3, 4_100_000_002]);
-    assert_eq!(ids(&projects), [700_002], "project updated does not match project/created");
+    assert_eq!(
+        ids(&projects),
+        [700_002],
+        "project updated does not match project/created"
+    );
 
     let first = &te.events()[0];
     assert!(signature_ok(&te_secret, first));
     assert_eq!(first.headers["content-type"], "application/json");
     assert!(first.headers.contains_key("user-agent"));
     let raw = std::str::from_utf8(&first.body).expect("utf-8");
-    assert!(!raw.contains('\n') && !raw.contains("\": "), "unformatted JSON: {raw}");
+    assert!(
+        !raw.contains('\n') && !raw.contains("\": "),
+        "unformatted JSON: {raw}"
+    );
     let keys: Vec<&String> = first.json.as_object().expect("object").keys().collect();
     assert_eq!(
         keys,
-        ["event_id", "created_at", "creator_id", "metadata", "payload", "subscription_id", "timestamp", "url_callback"]
+        [
+            "event_id",
+            "created_at",
+            "creator_id",
+            "metadata",
+            "payload",
+            "subscription_id",
+            "timestamp",
+            "url_callback"
+        ]
     );
     assert!(first.json["event_id"].as_i64().expect("int64 event id") > 1 << 40);
     assert_eq!(first.json["creator_id"], ADMIN);
@@ -513,16 +830,28 @@ async fn events_follow_filters_wildcards_and_the_envelope() {
         .flat_map(|r| r.events())
         .map(|d| d.json["event_id"].as_i64().expect("id"))
         .collect();
-    assert_eq!(event_ids.len(), 5, "one unique event id per (change, subscription)");
+    assert_eq!(
+        event_ids.len(),
+        5,
+        "one unique event id per (change, subscription)"
+    );
 }
 
 #[tokio::test]
 async fn failed_deliveries_are_retried_with_backoff_and_logged() {
     let server = Server::start(fast_config()).await;
     let receiver = Receiver::start(true).await;
-    let (sid, secret) = validated(&server, &receiver, "retry", json!([{"entity": "*", "action": "*"}])).await;
+    let (sid, secret) = validated(
+        &server,
+        &receiver,
+        "retry",
+        json!([{"entity": "*", "action": "*"}]),
+    )
+    .await;
     receiver.state.fail_next.store(2, Ordering::SeqCst);
-    server.hub.publish(change("client", Action::Created, 77, ADMIN));
+    server
+        .hub
+        .publish(change("client", Action::Created, 77, ADMIN));
 
     let log = eventually("delivery after two failures", async || {
         let log = server.events(WS, sid).await;
@@ -536,27 +865,51 @@ async fn failed_deliveries_are_retried_with_backoff_and_logged() {
     assert_eq!(attempts[0]["status_code"], 500);
     assert_eq!(attempts[2]["status_code"], 200);
     assert!(attempts[2]["error"].is_null());
-    let last_error = event["last_delivery_error"].as_str().expect("last error kept");
-    assert!(last_error.contains("responded with status 500"), "{last_error}");
+    let last_error = event["last_delivery_error"]
+        .as_str()
+        .expect("last error kept");
+    assert!(
+        last_error.contains("responded with status 500"),
+        "{last_error}"
+    );
     assert_eq!(event["metadata"]["client_id"], "77");
     assert!(event["delivered_at"].is_string());
 
     let deliveries = receiver.events();
     assert_eq!(deliveries.len(), 3);
     assert!(deliveries.iter().all(|d| signature_ok(&secret, d)));
-    assert!(deliveries.iter().all(|d| d.json["event_id"] == event["event_id"]));
-    let stamps: std::collections::HashSet<&str> =
-        deliveries.iter().map(|d| d.json["timestamp"].as_str().expect("timestamp")).collect();
+    assert!(
+        deliveries
+            .iter()
+            .all(|d| d.json["event_id"] == event["event_id"])
+    );
+    let stamps: std::collections::HashSet<&str> = deliveries
+        .iter()
+        .map(|d| d.json["timestamp"].as_str().expect("timestamp"))
+        .collect();
     assert_eq!(stamps.len(), 3, "timestamp is the time of each attempt");
-    assert!(deliveries.iter().all(|d| d.json["created_at"] == deliveries[0].json["created_at"]));
-    assert_eq!(server.subscription(WS, sid).await["has_pending_events"], false);
+    assert!(
+        deliveries
+            .iter()
+            .all(|d| d.json["created_at"] == deliveries[0].json["created_at"])
+    );
+    assert_eq!(
+        server.subscription(WS, sid).await["has_pending_events"],
+        false
+    );
 }
 
 #[tokio::test]
 async fn exhausted_events_stay_pending_and_are_retried_after_a_ping() {
     let server = Server::start(fast_config()).await;
     let receiver = Receiver::start(true).await;
-    let (sid, _) = validated(&server, &receiver, "exhaust", json!([{"entity": "tag", "action": "*"}])).await;
+    let (sid, _) = validated(
+        &server,
+        &receiver,
+        "exhaust",
+        json!([{"entity": "tag", "action": "*"}]),
+    )
+    .await;
     receiver.state.always_fail.store(true, Ordering::SeqCst);
     server.hub.publish(change("tag", Action::Created, 1, ADMIN));
     server.hub.publish(change("tag", Action::Updated, 1, ADMIN));
@@ -567,19 +920,49 @@ async fn exhausted_events_stay_pending_and_are_retried_after_a_ping() {
     })
     .await;
     let log = server.events(WS, sid).await;
-    assert_eq!(log[0]["delivery_attempts"].as_array().expect("attempts").len(), 4, "1 + 3 retries");
+    assert_eq!(
+        log[0]["delivery_attempts"]
+            .as_array()
+            .expect("attempts")
+            .len(),
+        4,
+        "1 + 3 retries"
+    );
     assert_eq!(log[0]["failed_delivery_attempts"], 4);
-    assert_eq!(server.subscription(WS, sid).await["has_pending_events"], true);
+    assert_eq!(
+        server.subscription(WS, sid).await["has_pending_events"],
+        true
+    );
 
-    let (status, body) = server.call("POST", &format!("/ping/{WS}/{sid}"), Some("admin"), None).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "a failing ping reports the endpoint's answer");
-    assert!(body.as_str().expect("string").contains("responded with status 500"));
+    let (status, body) = server
+        .call("POST", &format!("/ping/{WS}/{sid}"), Some("admin"), None)
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "a failing ping reports the endpoint's answer"
+    );
+    assert!(
+        body.as_str()
+            .expect("string")
+            .contains("responded with status 500")
+    );
 
     receiver.state.always_fail.store(false, Ordering::SeqCst);
-    let (status, body) = server.call("POST", &format!("/ping/{WS}/{sid}"), Some("admin"), None).await;
+    let (status, body) = server
+        .call("POST", &format!("/ping/{WS}/{sid}"), Some("admin"), None)
+        .await;
     assert_eq!((status, body), (StatusCode::OK, json!({"status": "OK"})));
-    let ping = receiver.all().into_iter().rev().find(|d| d.json["payload"] == "ping").expect("ping");
-    assert!(ping.json.get("validation_code").is_none(), "validated subscriptions get no code");
+    let ping = receiver
+        .all()
+        .into_iter()
+        .rev()
+        .find(|d| d.json["payload"] == "ping")
+        .expect("ping");
+    assert!(
+        ping.json.get("validation_code").is_none(),
+        "validated subscriptions get no code"
+    );
 
     eventually("requeued events delivered", async || {
         let log = server.events(WS, sid).await;
@@ -591,23 +974,47 @@ async fn exhausted_events_stay_pending_and_are_retried_after_a_ping() {
         .iter()
         .rev()
         .take(2)
-        .map(|d| d.json["metadata"]["action"].as_str().expect("action").to_owned())
+        .map(|d| {
+            d.json["metadata"]["action"]
+                .as_str()
+                .expect("action")
+                .to_owned()
+        })
         .collect();
-    assert_eq!(delivered, ["updated", "created"], "requeued in creation order");
-    assert_eq!(server.subscription(WS, sid).await["has_pending_events"], false);
+    assert_eq!(
+        delivered,
+        ["updated", "created"],
+        "requeued in creation order"
+    );
+    assert_eq!(
+        server.subscription(WS, sid).await["has_pending_events"],
+        false
+    );
 }
 
 #[tokio::test]
 async fn per_subscription_order_is_preserved() {
     let server = Server::start(fast_config()).await;
     let receiver = Receiver::start(true).await;
-    validated(&server, &receiver, "order", json!([{"entity": "task", "action": "*"}])).await;
+    validated(
+        &server,
+        &receiver,
+        "order",
+        json!([{"entity": "task", "action": "*"}]),
+    )
+    .await;
     receiver.state.fail_next.store(3, Ordering::SeqCst);
     for id in 1..=30 {
-        server.hub.publish(change("task", Action::Updated, id, ADMIN));
+        server
+            .hub
+            .publish(change("task", Action::Updated, id, ADMIN));
     }
     let ids = eventually("30 distinct deliveries", async || {
-        let mut ids: Vec<i64> = receiver.events().iter().map(|d| d.json["payload"]["id"].as_i64().expect("id")).collect();
+        let mut ids: Vec<i64> = receiver
+            .events()
+            .iter()
+            .map(|d| d.json["payload"]["id"].as_i64().expect("id"))
+            .collect();
         ids.dedup();
         (ids.len() == 30).then_some(ids)
     })
@@ -620,23 +1027,53 @@ async fn a_non_admin_owner_gets_only_their_own_time_entries() {
     let server = Server::start(fast_config()).await;
     let (mine, all) = (Receiver::start(true).await, Receiver::start(true).await);
     let (status, sub) = server
-        .create("member", WS, sub_body("member", &mine.url, json!([{"entity": "*", "action": "*"}])))
+        .create(
+            "member",
+            WS,
+            sub_body("member", &mine.url, json!([{"entity": "*", "action": "*"}])),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{sub}");
-    validated(&server, &all, "admin", json!([{"entity": "*", "action": "*"}])).await;
+    validated(
+        &server,
+        &all,
+        "admin",
+        json!([{"entity": "*", "action": "*"}]),
+    )
+    .await;
 
-    server.hub.publish(change("time_entry", Action::Created, 1, ADMIN));
-    server.hub.publish(change("time_entry", Action::Created, 2, MEMBER));
-    server.hub.publish(change("project", Action::Created, 3, ADMIN));
-    eventually("admin sees all three", async || (all.events().len() == 3).then_some(())).await;
-    eventually("member sees two", async || (mine.events().len() == 2).then_some(())).await;
-    let ids: Vec<i64> = mine.events().iter().map(|d| d.json["payload"]["id"].as_i64().expect("id")).collect();
+    server
+        .hub
+        .publish(change("time_entry", Action::Created, 1, ADMIN));
+    server
+        .hub
+        .publish(change("time_entry", Action::Created, 2, MEMBER));
+    server
+        .hub
+        .publish(change("project", Action::Created, 3, ADMIN));
+    eventually("admin sees all three", async || {
+        (all.events().len() == 3).then_some(())
+    })
+    .await;
+    eventually("member sees two", async || {
+        (mine.events().len() == 2).then_some(())
+    })
+    .await;
+    let ids: Vec<i64> = mine
+        .events()
+        .iter()
+        .map(|d| d.json["payload"]["id"].as_i64().expect("id"))
+        .collect();
     assert_eq!(ids, [2, 3]);
 
     // A non-admin sees only their own subscription; the admin sees both.
-    let (_, list) = server.call("GET", &format!("/subscriptions/{WS}"), Some("member"), None).await;
+    let (_, list) = server
+        .call("GET", &format!("/subscriptions/{WS}"), Some("member"), None)
+        .await;
     assert_eq!(list.as_array().expect("array").len(), 1);
-    let (_, list) = server.call("GET", &format!("/subscriptions/{WS}"), Some("admin"), None).await;
+    let (_, list) = server
+        .call("GET", &format!("/subscriptions/{WS}"), Some("admin"), None)
+        .await;
     assert_eq!(list.as_array().expect("array").len(), 2);
 }
 
@@ -644,48 +1081,107 @@ async fn a_non_admin_owner_gets_only_their_own_time_entries() {
 async fn disabled_subscriptions_get_no_events_and_update_delete_work() {
     let server = Server::start(fast_config()).await;
     let receiver = Receiver::start(true).await;
-    let (sid, _) = validated(&server, &receiver, "lifecycle", json!([{"entity": "*", "action": "*"}])).await;
+    let (sid, _) = validated(
+        &server,
+        &receiver,
+        "lifecycle",
+        json!([{"entity": "*", "action": "*"}]),
+    )
+    .await;
     let path = format!("/subscriptions/{WS}/{sid}");
 
-    let (status, sub) = server.call("PATCH", &path, Some("admin"), Some(json!({"enabled": false}))).await;
+    let (status, sub) = server
+        .call(
+            "PATCH",
+            &path,
+            Some("admin"),
+            Some(json!({"enabled": false})),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(sub["enabled"], false);
     assert!(sub["updated_at"].is_string());
     server.hub.publish(change("tag", Action::Created, 1, ADMIN));
     let pings_before = receiver.all().len();
-    let (status, sub) = server.call("PATCH", &path, Some("admin"), Some(json!({"enabled": true}))).await;
-    assert_eq!((status, sub["enabled"].clone()), (StatusCode::OK, json!(true)));
-    assert_eq!(receiver.all().len(), pings_before + 1, "enabling pings the endpoint");
+    let (status, sub) = server
+        .call(
+            "PATCH",
+            &path,
+            Some("admin"),
+            Some(json!({"enabled": true})),
+        )
+        .await;
+    assert_eq!(
+        (status, sub["enabled"].clone()),
+        (StatusCode::OK, json!(true))
+    );
+    assert_eq!(
+        receiver.all().len(),
+        pings_before + 1,
+        "enabling pings the endpoint"
+    );
     server.hub.publish(change("tag", Action::Created, 2, ADMIN));
-    eventually("event after re-enable", async || (!receiver.events().is_empty()).then_some(())).await;
-    assert_eq!(receiver.events()[0].json["payload"]["id"], 2, "no event was made while disabled");
+    eventually("event after re-enable", async || {
+        (!receiver.events().is_empty()).then_some(())
+    })
+    .await;
+    assert_eq!(
+        receiver.events()[0].json["payload"]["id"],
+        2,
+        "no event was made while disabled"
+    );
 
     let other = Receiver::start(false).await;
     let (status, sub) = server
-        .call("PUT", &path, Some("admin"), Some(json!({
+        .call(
+            "PUT",
+            &path,
+            Some("admin"),
+            Some(json!({
             "description": "renamed", "url_callback": other.url, "enabled": true,
-            "event_filters": [{"entity": "tag", "action": "deleted"}], "secret": "new-secret"})))
+            "event_filters": [{"entity": "tag", "action": "deleted"}], "secret": "new-secret"})),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{sub}");
     assert_eq!(sub["description"], "renamed");
     assert_eq!(sub["secret"], "new-secret");
-    assert!(sub["validated_at"].is_null(), "a new URL must validate again");
+    assert!(
+        sub["validated_at"].is_null(),
+        "a new URL must validate again"
+    );
     let ping = other.all().pop().expect("PUT pings the new URL");
     assert!(signature_ok("new-secret", &ping));
     let (status, body) = server
-        .call("PUT", &path, Some("admin"), Some(json!({
+        .call(
+            "PUT",
+            &path,
+            Some("admin"),
+            Some(json!({
             "description": "renamed", "url_callback": other.url, "enabled": true,
-            "event_filters": [{"entity": "tag", "action": "*"}], "secret": ""})))
+            "event_filters": [{"entity": "tag", "action": "*"}], "secret": ""})),
+        )
         .await;
-    assert_eq!((status, body), (StatusCode::BAD_REQUEST, json!("Subscription secret must not be empty")));
+    assert_eq!(
+        (status, body),
+        (
+            StatusCode::BAD_REQUEST,
+            json!("Subscription secret must not be empty")
+        )
+    );
 
     let (status, body) = server.call("DELETE", &path, Some("member"), None).await;
-    assert_eq!(status, StatusCode::NOT_FOUND, "a non-admin cannot touch others' subscriptions: {body}");
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "a non-admin cannot touch others' subscriptions: {body}"
+    );
     let (status, deleted) = server.call("DELETE", &path, Some("admin"), None).await;
     assert_eq!(status, StatusCode::OK);
     assert!(deleted["deleted_at"].is_string());
     assert_eq!(deleted["subscription_id"], sid);
-    let (_, list) = server.call("GET", &format!("/subscriptions/{WS}"), Some("admin"), None).await;
+    let (_, list) = server
+        .call("GET", &format!("/subscriptions/{WS}"), Some("admin"), None)
+        .await;
     assert_eq!(list, json!([]));
 }
 
@@ -693,7 +1189,13 @@ async fn disabled_subscriptions_get_no_events_and_update_delete_work() {
 async fn state_survives_export_and_import() {
     let server = Server::start(fast_config()).await;
     let receiver = Receiver::start(true).await;
-    let (sid, secret) = validated(&server, &receiver, "persist", json!([{"entity": "*", "action": "*"}])).await;
+    let (sid, secret) = validated(
+        &server,
+        &receiver,
+        "persist",
+        json!([{"entity": "*", "action": "*"}]),
+    )
+    .await;
     receiver.state.always_fail.store(true, Ordering::SeqCst);
     server.hub.publish(change("tag", Action::Created, 9, ADMIN));
     eventually("a failed attempt", async || {
@@ -718,7 +1220,17 @@ async fn state_survives_export_and_import() {
     let log = restored.events(WS, sid).await;
     assert!(log[0]["status"] == "delivered" || log[0]["status"] == "failed");
     // New ids continue after the imported ones.
-    let (status, second) = restored.create("admin", WS, sub_body("second", &receiver.url, json!([{"entity": "*", "action": "*"}]))).await;
+    let (status, second) = restored
+        .create(
+            "admin",
+            WS,
+            sub_body(
+                "second",
+                &receiver.url,
+                json!([{"entity": "*", "action": "*"}]),
+            ),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert!(id_of(&second) > sid);
     assert!(restored.hub.import_state(json!({"version": 99})).is_err());
@@ -734,18 +1246,39 @@ async fn dropped_deliveries_are_counted_as_failures_and_retried() {
     };
     let server = Server::start(config).await;
     let receiver = Receiver::start(true).await;
-    let (sid, _) = validated(&server, &receiver, "faults", json!([{"entity": "*", "action": "*"}])).await;
+    let (sid, _) = validated(
+        &server,
+        &receiver,
+        "faults",
+        json!([{"entity": "*", "action": "*"}]),
+    )
+    .await;
     for id in 1..=10 {
-        server.hub.publish(change("tag", Action::Updated, id, ADMIN));
+        server
+            .hub
+            .publish(change("tag", Action::Updated, id, ADMIN));
     }
     let log = eventually("all delivered despite drops", async || {
         let log = server.events(WS, sid).await;
         (log.len() == 10 && log.iter().all(|e| e["status"] == "delivered")).then_some(log)
     })
     .await;
-    let dropped: u64 = log.iter().map(|e| e["failed_delivery_attempts"].as_u64().expect("count")).sum();
-    assert!(dropped > 0, "with half the attempts dropped, some must have failed");
-    assert!(log.iter().flat_map(|e| e["delivery_attempts"].as_array().expect("attempts").clone())
-        .any(|a| a["error"] == "delivery dropped by fault injection"));
-    assert_eq!(receiver.events().len(), 10, "dropped attempts never reach the endpoint");
+    let dropped: u64 = log
+        .iter()
+        .map(|e| e["failed_delivery_attempts"].as_u64().expect("count"))
+        .sum();
+    assert!(
+        dropped > 0,
+        "with half the attempts dropped, some must have failed"
+    );
+    assert!(
+        log.iter()
+            .flat_map(|e| e["delivery_attempts"].as_array().expect("attempts").clone())
+            .any(|a| a["error"] == "delivery dropped by fault injection")
+    );
+    assert_eq!(
+        receiver.events().len(),
+        10,
+        "dropped attempts never reach the endpoint"
+    );
 }

@@ -9,7 +9,8 @@
 //!   of read-only connections.
 //! * **PostgreSQL** (`postgres://...`): a deadpool pool, ordinary transactions, jobs claimed
 //!   with `FOR UPDATE SKIP LOCKED`, leases timed by the server's clock so several instances
-//!   agree.
+//!   agree. Concurrent event inserts are batched into a few multi-row statements in one
+//!   transaction (the same group commit, one round trip set per batch).
 //!
 //! Invariants:
 //! * a write's future resolves `Ok` only after its transaction committed durably; callers may
@@ -107,6 +108,9 @@ impl Store {
     /// `sqlite://store.db`), `sqlite::memory:` (private to this `Store` and its clones), or a
     /// `postgres://` / `postgresql://` URL (options such as `?options=-csearch_path%3Dx` pass
     /// through; [`StoreOptions::schema`] is simpler).
+    ///
+    /// Call it inside a Tokio runtime and use the store there: the PostgreSQL backend spawns
+    /// its insert batchers and connection tasks on it.
     pub async fn open(url: &str, options: StoreOptions) -> Result<Store, StoreError> {
         let backend = if url == "sqlite::memory:" {
             Backend::Sqlite(sqlite::SqliteStore::open(None, &options).await?)
@@ -165,13 +169,7 @@ impl Store {
         event_row_id: i64,
         jobs: Vec<NewJob>,
     ) -> Result<Vec<i64>, StoreError> {
-        for job in &jobs {
-            NewEvent {
-                jobs: vec![job.clone()],
-                ..NewEvent::default()
-            }
-            .validate()?;
-        }
+        jobs.iter().try_for_each(NewJob::validate)?;
         dispatch!(self, s => s.enqueue_jobs(event_row_id, jobs))
     }
 
@@ -201,7 +199,8 @@ impl Store {
         dispatch!(self, s => s.renew_lease(job_id, worker.to_owned(), lease))
     }
 
-    /// Appends an attempt to a job's history.
+    /// Appends an attempt to a job's history. No lease check: the attempt happened whatever
+    /// became of the lease, and operators want to see it.
     pub async fn record_attempt(
         &self,
         job_id: i64,
@@ -244,15 +243,12 @@ impl Store {
         result: Value,
         followups: Vec<NewJob>,
     ) -> Result<Vec<i64>, StoreError> {
-        NewEvent {
-            jobs: followups.clone(),
-            ..NewEvent::default()
-        }
-        .validate()?;
+        followups.iter().try_for_each(NewJob::validate)?;
         dispatch!(self, s => s.complete_job(job_id, worker.to_owned(), result, followups))
     }
 
-    /// Puts a running job back to pending, claimable from `at`, remembering `error`.
+    /// Puts a running job back to pending, claimable from `at`, remembering `error`. A worker
+    /// that is shutting down hands its jobs back this way with `at` = now.
     pub async fn retry_job_later(
         &self,
         job_id: i64,

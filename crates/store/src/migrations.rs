@@ -2,7 +2,8 @@
 //!
 //! Each migration is an SQL file `migrations/<backend>/NNNN_name.sql`, embedded at compile time.
 //! Applied versions are recorded in `schema_migrations` (version, name, applied_at). Opening a
-//! store applies what is missing, each migration in its own transaction, and refuses a database
+//! store applies what is missing in one transaction (on PostgreSQL under an advisory lock, so
+//! instances starting together do not race), and refuses a database
 //! that records a version this build does not know (a newer binary migrated it) or a version
 //! whose name differs (the files were edited after release).
 

@@ -145,10 +145,6 @@ fn parse_json(s: &str, what: &str) -> Result<Value, StoreError> {
     serde_json::from_str(s).map_err(|e| StoreError::corrupt(format!("{what} is not JSON: {e}")))
 }
 
-fn lease_ms(lease: Duration) -> Result<chrono::Duration, StoreError> {
-    to_chrono(lease)
-}
-
 fn open_writer(path: Option<&PathBuf>, options: &StoreOptions) -> Result<Connection, StoreError> {
     let conn = match path {
         Some(p) => Connection::open(p).ctx("opening the database file")?,
@@ -236,6 +232,11 @@ fn writer_loop(
             }
         }
         run_batch(&conn, &mut batch, &counters);
+    }
+    // Every handle is gone: fold the WAL back into the database file so a copied file is
+    // complete on its own. Best effort: the WAL is durable either way.
+    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+        tracing::debug!(error = %e, "sqlite checkpoint at close failed");
     }
     tracing::debug!("sqlite writer stopped: every Store handle was dropped");
 }
@@ -737,7 +738,7 @@ impl SqliteStore {
         limit: u32,
         lease: Duration,
     ) -> Result<Vec<Job>, StoreError> {
-        let lease = lease_ms(lease)?;
+        let lease = to_chrono(lease)?;
         self.write_then(
             move |conn| {
                 let now = Utc::now();
@@ -781,7 +782,7 @@ impl SqliteStore {
         worker: String,
         lease: Duration,
     ) -> Result<DateTime<Utc>, StoreError> {
-        let lease = lease_ms(lease)?;
+        let lease = to_chrono(lease)?;
         self.write(move |conn| {
             check_lease(job_id, &worker, lease_row(conn, job_id)?)?;
             let now = Utc::now();

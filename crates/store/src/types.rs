@@ -207,7 +207,7 @@ pub struct NewJob {
 }
 
 impl NewJob {
-    fn validate(&self) -> Result<(), StoreError> {
+    pub(crate) fn validate(&self) -> Result<(), StoreError> {
         if self.step_index > i32::MAX as u32 {
             return Err(StoreError::InvalidInput("step_index too large".into()));
         }
@@ -523,9 +523,10 @@ pub struct StoreOptions {
     pub schema: Option<String>,
     /// SQLite: how long a connection waits on a lock before failing (`busy_timeout`).
     pub busy_timeout: Duration,
-    /// SQLite: capacity of the writer's queue; callers wait when it is full (back-pressure).
+    /// Capacity of the write queue (SQLite: all writes; PostgreSQL: event inserts); callers
+    /// wait when it is full (back-pressure).
     pub write_queue: usize,
-    /// SQLite: most write requests folded into one transaction.
+    /// Most write requests folded into one transaction (group commit).
     pub max_batch: usize,
     /// SQLite: read connections kept open.
     pub read_connections: usize,

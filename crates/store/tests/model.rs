@@ -110,10 +110,7 @@ fn answer(r: Result<(), StoreError>) -> Answer {
     }
 }
 
-async fn run(ops: Vec<Op>) {
-    let store = Store::open("sqlite::memory:", Default::default())
-        .await
-        .expect("open");
+async fn run(store: Store, ops: Vec<Op>) {
     let mut model = Model::default();
     for (step, op) in ops.into_iter().enumerate() {
         let step = step as i64;
@@ -303,11 +300,32 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
     #[test]
-    fn store_matches_model(ops in proptest::collection::vec(op(), 1..40)) {
+    fn sqlite_matches_model(ops in proptest::collection::vec(op(), 1..40)) {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("runtime");
-        rt.block_on(run(ops));
+        rt.block_on(async {
+            let store = Store::open("sqlite::memory:", Default::default()).await.expect("open");
+            run(store, ops).await;
+        });
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    /// The same model over PostgreSQL, when `TOGGL_CONNECT_TEST_POSTGRES_URL` is set.
+    #[test]
+    fn postgres_matches_model(ops in proptest::collection::vec(op(), 1..40)) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            if let Some(t) = common::postgres().await {
+                run(t.store.clone(), ops).await;
+            }
+        });
     }
 }

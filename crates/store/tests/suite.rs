@@ -1105,3 +1105,61 @@ async fn unreachable_postgres_is_unavailable() {
         .expect_err("the server hangs up");
     assert!(err.is_unavailable(), "{err:?}");
 }
+
+/// PostgreSQL: when the server drops every connection (restart, failover), the pool replaces
+/// them and the store carries on; no `Store` needs reopening.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_recovers_after_connections_are_killed() {
+    let Ok(base) = std::env::var(common::PG_ENV) else {
+        eprintln!("{} not set: skipped", common::PG_ENV);
+        return;
+    };
+    let app = format!("tc_kill_{:08x}", rand::random::<u32>());
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{sep}application_name={app}");
+    let schema = format!("t_{:016x}", rand::random::<u64>());
+    let options = toggl_connect_store::StoreOptions {
+        schema: Some(schema.clone()),
+        ..Default::default()
+    };
+    let store = toggl_connect_store::Store::open(&url, options)
+        .await
+        .expect("open");
+    store.insert_event(common::event(1)).await.expect("insert");
+    let (admin, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
+        .await
+        .expect("admin connect");
+    tokio::spawn(conn);
+    let killed: i64 = admin
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1",
+            &[&app],
+        )
+        .await
+        .expect("terminate")
+        .get(0);
+    assert!(killed >= 1, "the store's connections were found");
+    // The first calls may see the dead connection (Unavailable, i.e. 503); then it recovers.
+    let out = common::eventually(std::time::Duration::from_secs(10), || {
+        let store = store.clone();
+        async move {
+            match store.insert_event(common::event(2)).await {
+                Ok(out) => Some(out),
+                Err(e) => {
+                    assert!(
+                        e.is_unavailable(),
+                        "a lost connection is Unavailable: {e:?}"
+                    );
+                    None
+                }
+            }
+        }
+    })
+    .await;
+    assert!(!out.duplicate);
+    store.ping().await.expect("ping after recovery");
+    admin
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .expect("drop schema");
+}

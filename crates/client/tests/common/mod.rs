@@ -10,8 +10,8 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use parking_lot::Mutex;
-use tokio::time::Instant;
 use toggl_connect_client::{ClientConfig, RetryPolicy};
+use tokio::time::Instant;
 
 pub const TEST_TOKEN: &str = "tok-3f9a1c77e2b84d0f9e6a";
 
@@ -131,7 +131,9 @@ async fn handle(State(state): State<AppState>, req: Request) -> Response {
 
 impl TestServer {
     /// A server answering each request with `handler(request, index)`.
-    pub async fn start(handler: impl Fn(&Recorded, usize) -> Reply + Send + Sync + 'static) -> Self {
+    pub async fn start(
+        handler: impl Fn(&Recorded, usize) -> Reply + Send + Sync + 'static,
+    ) -> Self {
         let requests = Arc::new(Mutex::new(Vec::new()));
         let state = AppState {
             handler: Arc::new(handler),

@@ -14,7 +14,9 @@ use serde_json::{Map, Value, json};
 
 use super::{bump, now, project_visible, since_ok, workspaces::empty_ok, ws_access};
 use crate::app::{AppState, Event};
-use crate::edge::{ApiError, ApiResult, Call, Field, Input, PatchOp, ok, parse_id_list, parse_patch, path_id};
+use crate::edge::{
+    ApiError, ApiResult, Call, Field, Input, PatchOp, ok, parse_id_list, parse_patch, path_id,
+};
 use crate::model::{Client, Db, IdKind, Project, ProjectUser, Tag, Task};
 use crate::render;
 use crate::webhooks::Action;
@@ -131,7 +133,10 @@ pub(crate) async fn create_client(
         };
         let v = render::client(&c);
         db.clients.insert(id, c);
-        (v.clone(), vec![event(wid, "client", Action::Created, id, v)])
+        (
+            v.clone(),
+            vec![event(wid, "client", Action::Created, id, v)],
+        )
     };
     s.publish_all(&call, events);
     ok(body)
@@ -175,7 +180,9 @@ pub(crate) async fn update_client(
             .get(&cid)
             .is_some_and(|c| c.workspace_id == wid && c.server_deleted_at.is_none())
         {
-            return Err(ApiError::not_found("Client doesn't exist in the workspace."));
+            return Err(ApiError::not_found(
+                "Client doesn't exist in the workspace.",
+            ));
         }
         let name = client_name(&input, false)?;
         if let Some(n) = &name
@@ -192,7 +199,10 @@ pub(crate) async fn update_client(
         archived.apply(&mut c.archived);
         c.at = bump(c.at);
         let v = render::client(c);
-        (v.clone(), vec![event(wid, "client", Action::Updated, cid, v)])
+        (
+            v.clone(),
+            vec![event(wid, "client", Action::Updated, cid, v)],
+        )
     };
     s.publish_all(&call, events);
     ok(body)
@@ -221,7 +231,13 @@ pub(crate) async fn delete_client(
         };
         c.server_deleted_at = Some(t);
         c.at = bump(c.at);
-        let mut events = vec![event(wid, "client", Action::Deleted, cid, render::client(c))];
+        let mut events = vec![event(
+            wid,
+            "client",
+            Action::Deleted,
+            cid,
+            render::client(c),
+        )];
         let affected: Vec<i64> = db
             .projects(wid)
             .filter(|p| p.client_id == Some(cid))
@@ -332,9 +348,13 @@ fn apply_project(db: &Db, p: &mut Project, input: &Input, paid: bool) -> Result<
     input.bool(&["active"])?.apply(&mut p.active);
     input.bool(&["is_private"])?.apply(&mut p.is_private);
     input.bool(&["template"])?.apply(&mut p.template);
-    input.bool(&["auto_estimates"])?.apply(&mut p.auto_estimates);
+    input
+        .bool(&["auto_estimates"])?
+        .apply(&mut p.auto_estimates);
     input.bool(&["recurring"])?.apply(&mut p.recurring);
-    input.i64(&["estimated_hours"])?.apply_opt(&mut p.estimated_hours);
+    input
+        .i64(&["estimated_hours"])?
+        .apply_opt(&mut p.estimated_hours);
     input.f64(&["rate"])?.apply_opt(&mut p.rate);
     input.str(&["currency"])?.apply_opt(&mut p.currency);
     input.f64(&["fixed_fee"])?.apply_opt(&mut p.fixed_fee);
@@ -496,7 +516,13 @@ pub(crate) async fn create_project(
         };
         events.push(Event {
             project: Some((p.id, p.is_private)),
-            ..event(wid, "project_user", Action::Created, puid, render::project_user(&pu))
+            ..event(
+                wid,
+                "project_user",
+                Action::Created,
+                puid,
+                render::project_user(&pu),
+            )
         });
         db.project_users.insert(puid, pu);
         (events[0].payload.clone(), events)
@@ -531,7 +557,11 @@ pub(crate) async fn get_project(
     let admin = ws_access(&db, call.user_id, wid)?;
     let p = visible_project(&db, call.user_id, admin, wid, pid)?;
     let tracked = render::tracked_by_project(&db, wid);
-    ok(render::project(&db, p, tracked.get(&pid).copied().unwrap_or(0)))
+    ok(render::project(
+        &db,
+        p,
+        tracked.get(&pid).copied().unwrap_or(0),
+    ))
 }
 
 /// Updates one project for PUT and bulk PATCH; returns its events.
@@ -748,14 +778,22 @@ fn apply_task(db: &Db, t: &mut Task, input: &Input) -> Result<(), ApiError> {
 }
 
 /// Checks project access for task changes: admins and project managers, active project.
-fn task_project_check(db: &Db, user_id: i64, admin: bool, wid: i64, pid: i64) -> Result<(), ApiError> {
+fn task_project_check(
+    db: &Db,
+    user_id: i64,
+    admin: bool,
+    wid: i64,
+    pid: i64,
+) -> Result<(), ApiError> {
     let p = visible_project(db, user_id, admin, wid, pid)
         .map_err(|_| ApiError::bad_request("Invalid project_id"))?;
     if !admin && !is_manager(db, user_id, pid) {
         return Err(ApiError::forbidden());
     }
     if !p.active {
-        return Err(ApiError::bad_request("Can not change tasks of archived project"));
+        return Err(ApiError::bad_request(
+            "Can not change tasks of archived project",
+        ));
     }
     Ok(())
 }
@@ -820,7 +858,11 @@ pub(crate) async fn get_task(
         .map_err(|_| ApiError::bad_request("Invalid project_id"))?;
     let t = find_task(&db, wid, pid, tid)?;
     let tracked = render::tracked_by_task(&db, wid);
-    ok(render::task(&db, t, tracked.get(&tid).copied().unwrap_or(0)))
+    ok(render::task(
+        &db,
+        t,
+        tracked.get(&tid).copied().unwrap_or(0),
+    ))
 }
 
 /// `PUT /workspaces/{wid}/projects/{pid}/tasks/{tid}`.
@@ -919,7 +961,12 @@ pub(crate) async fn list_workspace_tasks(
         })
         .collect();
     if sort_field == "name" {
-        list.sort_by(|a, b| a.name.to_lowercase().cmp(&b.name.to_lowercase()).then(a.id.cmp(&b.id)));
+        list.sort_by(|a, b| {
+            a.name
+                .to_lowercase()
+                .cmp(&b.name.to_lowercase())
+                .then(a.id.cmp(&b.id))
+        });
     } else {
         // Ids grow with creation time.
         list.sort_by_key(|t| t.id);
@@ -1005,7 +1052,12 @@ pub(crate) async fn list_tags(
                 .is_none_or(|q| t.name.to_lowercase().contains(q.as_str()))
         })
         .collect();
-    list.sort_by(|a, b| a.name.to_lowercase().cmp(&b.name.to_lowercase()).then(a.id.cmp(&b.id)));
+    list.sort_by(|a, b| {
+        a.name
+            .to_lowercase()
+            .cmp(&b.name.to_lowercase())
+            .then(a.id.cmp(&b.id))
+    });
     let (skip, take) = match (page, per_page) {
         (None, None) => (0, usize::MAX),
         (p, pp) => {
@@ -1013,7 +1065,12 @@ pub(crate) async fn list_tags(
             ((p.unwrap_or(1).max(1) as usize - 1) * pp, pp)
         }
     };
-    let out: Vec<Value> = list.into_iter().skip(skip).take(take).map(render::tag).collect();
+    let out: Vec<Value> = list
+        .into_iter()
+        .skip(skip)
+        .take(take)
+        .map(render::tag)
+        .collect();
     ok(json!(out))
 }
 
@@ -1091,7 +1148,10 @@ pub(crate) async fn update_tag(
         t.name = name;
         t.at = bump(t.at);
         let v = render::tag(t);
-        (v.clone(), vec![event(wid, "tag", Action::Updated, tag_id, v)])
+        (
+            v.clone(),
+            vec![event(wid, "tag", Action::Updated, tag_id, v)],
+        )
     };
     s.publish_all(&call, events);
     ok(body)
@@ -1126,7 +1186,10 @@ pub(crate) async fn delete_tag(
 // ---------------------------------------------------------------- project users
 
 fn pu_event(db: &Db, pu: &ProjectUser, action: Action) -> Event {
-    let private = db.projects.get(&pu.project_id).is_some_and(|p| p.is_private);
+    let private = db
+        .projects
+        .get(&pu.project_id)
+        .is_some_and(|p| p.is_private);
     Event {
         workspace_id: pu.workspace_id,
         entity: "project_user",
@@ -1249,7 +1312,13 @@ pub(crate) async fn create_project_user(
     ok(body)
 }
 
-fn find_project_user(db: &Db, user_id: i64, admin: bool, wid: i64, puid: i64) -> Result<ProjectUser, ApiError> {
+fn find_project_user(
+    db: &Db,
+    user_id: i64,
+    admin: bool,
+    wid: i64,
+    puid: i64,
+) -> Result<ProjectUser, ApiError> {
     let pu = db
         .project_users
         .get(&puid)

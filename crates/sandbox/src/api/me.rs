@@ -233,6 +233,36 @@ pub(crate) async fn me_projects(State(s): State<AppState>, call: Call) -> ApiRes
     ok(json!(out))
 }
 
+/// `GET /me/projects/paginated`: `start_project_id` cursor (inclusive), `per_page` (default
+/// 201), `since`; projects of all the caller's workspaces ordered by id, as a plain array.
+pub(crate) async fn me_projects_paginated(State(s): State<AppState>, call: Call) -> ApiResult {
+    let since = call.q_i64("since")?;
+    let start = call.q_i64("start_project_id")?.unwrap_or(0);
+    let per_page = call.q_i64("per_page")?.unwrap_or(201).clamp(1, 1000) as usize;
+    let db = s.inner.db.read();
+    let mut list = Vec::new();
+    for wid in db.workspaces_of(call.user_id) {
+        let admin = db.access(call.user_id, wid).unwrap_or(false);
+        list.extend(
+            db.projects(wid)
+                .filter(|p| p.id >= start)
+                .filter(|p| since.is_some() || p.server_deleted_at.is_none())
+                .filter(|p| since_ok(since, p.at))
+                .filter(|p| project_visible(&db, call.user_id, admin, p)),
+        );
+    }
+    list.sort_by_key(|p| p.id);
+    list.truncate(per_page);
+    let out: Vec<Value> = list
+        .into_iter()
+        .map(|p| {
+            let tracked = render::tracked_by_project(&db, p.workspace_id);
+            render::project(&db, p, tracked.get(&p.id).copied().unwrap_or(0))
+        })
+        .collect();
+    ok(json!(out))
+}
+
 /// `GET /me/clients` (`since` includes deleted).
 pub(crate) async fn me_clients(State(s): State<AppState>, call: Call) -> ApiResult {
     let since = call.q_i64("since")?;
@@ -241,7 +271,9 @@ pub(crate) async fn me_clients(State(s): State<AppState>, call: Call) -> ApiResu
     for wid in db.workspaces_of(call.user_id) {
         out.extend(
             db.clients(wid)
-                .filter(|c| (since.is_some() || c.server_deleted_at.is_none()) && since_ok(since, c.at))
+                .filter(|c| {
+                    (since.is_some() || c.server_deleted_at.is_none()) && since_ok(since, c.at)
+                })
                 .map(render::client),
         );
     }

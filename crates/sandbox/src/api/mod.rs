@@ -30,6 +30,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/me/workspaces", get(me_workspaces))
         .route("/me/organizations", get(me_organizations))
         .route("/me/projects", get(me_projects))
+        .route("/me/projects/paginated", get(me_projects_paginated))
         .route("/me/clients", get(me_clients))
         .route("/me/tags", get(me_tags))
         .route("/me/tasks", get(me_tasks))
@@ -38,17 +39,20 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/me/time_entries/current", get(current_time_entry))
         .route("/me/time_entries/{id}", get(get_time_entry))
         .route("/workspaces", get(list_workspaces))
-        .route("/workspaces/{wid}", get(get_workspace).put(update_workspace))
+        .route(
+            "/workspaces/{wid}",
+            get(get_workspace).put(update_workspace),
+        )
         .route("/workspaces/{wid}/users", get(list_workspace_members))
-        .route("/workspaces/{wid}/workspace_users", get(list_workspace_users))
+        .route(
+            "/workspaces/{wid}/workspace_users",
+            get(list_workspace_users),
+        )
         .route(
             "/workspaces/{wid}/workspace_users/{wuid}",
             put(update_workspace_user).delete(delete_workspace_user),
         )
-        .route(
-            "/organizations/{oid}/invitations",
-            post(create_invitations),
-        )
+        .route("/organizations/{oid}/invitations", post(create_invitations))
         .route(
             "/workspaces/{wid}/clients",
             get(list_clients).post(create_client),

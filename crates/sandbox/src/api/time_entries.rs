@@ -20,7 +20,9 @@ use serde_json::{Value, json};
 use super::catalog::{patch_to_input, resolve_tag_names};
 use super::{bump, now, workspaces::empty_ok, ws_access};
 use crate::app::{AppState, Event};
-use crate::edge::{ApiError, ApiResult, Call, Field, Input, ok, parse_id_list, parse_patch, path_id};
+use crate::edge::{
+    ApiError, ApiResult, Call, Field, Input, ok, parse_id_list, parse_patch, path_id,
+};
 use crate::model::{Db, IdKind, TimeEntry};
 use crate::render::{self, TeStyle};
 use crate::timefmt::{parse_lenient, trunc_secs};
@@ -129,7 +131,12 @@ pub(crate) async fn get_time_entry(
         .get(&id)
         .filter(|te| te.user_id == call.user_id && !te.is_deleted())
         .ok_or_else(|| ApiError::not_found(NOT_FOUND))?;
-    ok(render::time_entry(&db, te, TeStyle::Listed, call.q_bool("meta")))
+    ok(render::time_entry(
+        &db,
+        te,
+        TeStyle::Listed,
+        call.q_bool("meta"),
+    ))
 }
 
 // ---------------------------------------------------------------- shared write logic
@@ -161,11 +168,19 @@ fn with_start_date(input: &Input, start: DateTime<Utc>) -> Result<DateTime<Utc>,
 const INCONSISTENT: &str = "duration and stop do not match";
 
 /// Stops the owner's running entries (other than `except`) at `at` (never before their start).
-fn stop_running(db: &mut Db, user_id: i64, except: i64, at: DateTime<Utc>, events: &mut Vec<Event>) {
+fn stop_running(
+    db: &mut Db,
+    user_id: i64,
+    except: i64,
+    at: DateTime<Utc>,
+    events: &mut Vec<Event>,
+) {
     let running: Vec<i64> = db
         .time_entries
         .values()
-        .filter(|te| te.user_id == user_id && te.id != except && te.is_running() && !te.is_deleted())
+        .filter(|te| {
+            te.user_id == user_id && te.id != except && te.is_running() && !te.is_deleted()
+        })
         .map(|te| te.id)
         .collect();
     for id in running {
@@ -556,7 +571,10 @@ async fn update(s: AppState, call: Call, wid: Option<i64>, id: i64) -> ApiResult
             None => db
                 .time_entries
                 .get(&id)
-                .filter(|te| te.user_id == call.user_id || db.access(call.user_id, te.workspace_id) == Some(true))
+                .filter(|te| {
+                    te.user_id == call.user_id
+                        || db.access(call.user_id, te.workspace_id) == Some(true)
+                })
                 .map(|te| te.workspace_id)
                 .ok_or_else(|| ApiError::not_found(NOT_FOUND))?,
         };

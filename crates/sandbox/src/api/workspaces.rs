@@ -33,7 +33,12 @@ pub(crate) async fn get_workspace(
     let db = s.inner.db.read();
     ws_access(&db, call.user_id, wid)?;
     let w = db.workspace(wid).ok_or_else(ApiError::forbidden)?;
-    ok(render::workspace(&db, w, call.user_id, s.config().plan.is_paid()))
+    ok(render::workspace(
+        &db,
+        w,
+        call.user_id,
+        s.config().plan.is_paid(),
+    ))
 }
 
 /// `PUT /workspaces/{wid}` (admins only): name and workspace settings.
@@ -58,20 +63,42 @@ pub(crate) async fn update_workspace(
         }
         let mut w = db.workspace(wid).cloned().ok_or_else(ApiError::forbidden)?;
         name.apply(&mut w.name);
-        input.str(&["default_currency"])?.apply(&mut w.default_currency);
+        input
+            .str(&["default_currency"])?
+            .apply(&mut w.default_currency);
         input
             .f64(&["default_hourly_rate"])?
             .apply_opt(&mut w.default_hourly_rate);
         input.i64(&["rounding"])?.apply(&mut w.rounding);
-        input.i64(&["rounding_minutes"])?.apply(&mut w.rounding_minutes);
+        input
+            .i64(&["rounding_minutes"])?
+            .apply(&mut w.rounding_minutes);
         for (key, target) in [
-            ("only_admins_may_create_projects", &mut w.only_admins_may_create_projects),
-            ("only_admins_may_create_tags", &mut w.only_admins_may_create_tags),
-            ("only_admins_see_team_dashboard", &mut w.only_admins_see_team_dashboard),
-            ("projects_billable_by_default", &mut w.projects_billable_by_default),
-            ("projects_private_by_default", &mut w.projects_private_by_default),
+            (
+                "only_admins_may_create_projects",
+                &mut w.only_admins_may_create_projects,
+            ),
+            (
+                "only_admins_may_create_tags",
+                &mut w.only_admins_may_create_tags,
+            ),
+            (
+                "only_admins_see_team_dashboard",
+                &mut w.only_admins_see_team_dashboard,
+            ),
+            (
+                "projects_billable_by_default",
+                &mut w.projects_billable_by_default,
+            ),
+            (
+                "projects_private_by_default",
+                &mut w.projects_private_by_default,
+            ),
             ("reports_collapse", &mut w.reports_collapse),
-            ("limit_public_project_data", &mut w.limit_public_project_data),
+            (
+                "limit_public_project_data",
+                &mut w.limit_public_project_data,
+            ),
         ] {
             input.bool(&[key])?.apply(target);
         }
@@ -146,7 +173,10 @@ pub(crate) async fn update_workspace_user(
     let hours = input.i64(&["working_hours_in_minutes"])?;
     let rates = input.bool(&["view_edit_billable_rates"])?;
     let costs = input.bool(&["view_edit_labor_costs"])?;
-    let nulls = input.str_list(&["postedFields"])?.value().unwrap_or_default();
+    let nulls = input
+        .str_list(&["postedFields"])?
+        .value()
+        .unwrap_or_default();
 
     let mut events = Vec::new();
     {
@@ -169,9 +199,9 @@ pub(crate) async fn update_workspace_user(
             ));
         }
         let new_role = match (role.value(), role_id.value(), admin.value()) {
-            (Some(name), _, _) => {
-                Some(Role::from_name(&name).ok_or_else(|| ApiError::bad_request("Invalid role_id."))?)
-            }
+            (Some(name), _, _) => Some(
+                Role::from_name(&name).ok_or_else(|| ApiError::bad_request("Invalid role_id."))?,
+            ),
             (None, Some(id), _) => {
                 Some(Role::from_id(id).ok_or_else(|| ApiError::bad_request("Invalid role_id."))?)
             }
@@ -250,9 +280,22 @@ pub(crate) async fn delete_workspace_user(
                 "Workspace user is not found or accessible",
             ));
         }
+        let target = db.workspace_users[&wuid].user_id;
+        let owner = db
+            .workspace(wid)
+            .and_then(|w| db.organizations.get(&w.organization_id))
+            .map(|o| o.owner_id);
+        if owner == Some(target) {
+            // The organization owner cannot be removed from a workspace of their organization.
+            return Err(ApiError::bad_request("Bad Request"));
+        }
         let payload = {
             let m = &db.workspace_users[&wuid];
-            render::with_deleted_at(render::workspace_user(&db, m), "server_deleted_at", super::now())
+            render::with_deleted_at(
+                render::workspace_user(&db, m),
+                "server_deleted_at",
+                super::now(),
+            )
         };
         let m = db.workspace_users.remove(&wuid).expect("checked above");
         events.push(Event {

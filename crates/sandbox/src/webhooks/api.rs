@@ -35,9 +35,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use subtle::ConstantTimeEq;
 
+use super::WebhookAccess;
 use super::hub::{Hub, PingOutcome};
 use super::model::{ACTIONS, ENTITIES, EventFilter, Subscription, validate_filters};
-use super::WebhookAccess;
 
 const ALPHANUMERIC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 const HEX: &[u8] = b"0123456789abcdef";
@@ -58,13 +58,22 @@ pub fn router(hub: Arc<Hub>, access: Arc<dyn WebhookAccess>) -> Router {
         .route("/webhooks/api/v1/status", get(status))
         .route("/webhooks/api/v1/event_filters", get(event_filters))
         .route("/webhooks/api/v1/limits/{workspace_id}", get(limits))
-        .route("/webhooks/api/v1/subscriptions/{workspace_id}", get(list).post(create))
+        .route(
+            "/webhooks/api/v1/subscriptions/{workspace_id}",
+            get(list).post(create),
+        )
         .route(
             "/webhooks/api/v1/subscriptions/{workspace_id}/{subscription_id}",
             put(update).patch(set_enabled).delete(remove),
         )
-        .route("/webhooks/api/v1/subscriptions/{workspace_id}/{subscription_id}/events", get(events))
-        .route("/webhooks/api/v1/ping/{workspace_id}/{subscription_id}", post(ping))
+        .route(
+            "/webhooks/api/v1/subscriptions/{workspace_id}/{subscription_id}/events",
+            get(events),
+        )
+        .route(
+            "/webhooks/api/v1/ping/{workspace_id}/{subscription_id}",
+            post(ping),
+        )
         .route(
             "/webhooks/api/v1/validate/{workspace_id}/{subscription_id}/{validation_code}",
             get(validate),
@@ -82,7 +91,9 @@ impl IntoResponse for Rejection {
     fn into_response(self) -> Response {
         match self {
             // Errors are JSON string bodies, like Toggl's.
-            Rejection::Message(status, text) => (status, axum::Json(Value::String(text))).into_response(),
+            Rejection::Message(status, text) => {
+                (status, axum::Json(Value::String(text))).into_response()
+            }
             Rejection::Access(resp) => *resp,
         }
     }
@@ -117,15 +128,27 @@ fn parse_id(raw: &str, what: &str) -> Result<i64, Rejection> {
 impl App {
     /// The caller's user id and admin flag in the workspace.
     fn authorize(&self, headers: &HeaderMap, workspace_id: i64) -> Result<(i64, bool), Rejection> {
-        let user_id = self.access.authenticate(headers).map_err(|r| Rejection::Access(Box::new(r)))?;
+        let user_id = self
+            .access
+            .authenticate(headers)
+            .map_err(|r| Rejection::Access(Box::new(r)))?;
         match self.access.workspace_access(user_id, workspace_id) {
             Some(admin) => Ok((user_id, admin)),
-            None => Err(message(StatusCode::FORBIDDEN, "User not found/accessible for workspace")),
+            None => Err(message(
+                StatusCode::FORBIDDEN,
+                "User not found/accessible for workspace",
+            )),
         }
     }
 
     /// A snapshot of a subscription the caller may see.
-    fn visible(&self, workspace_id: i64, subscription_id: i64, user_id: i64, admin: bool) -> Result<Subscription, Rejection> {
+    fn visible(
+        &self,
+        workspace_id: i64,
+        subscription_id: i64,
+        user_id: i64,
+        admin: bool,
+    ) -> Result<Subscription, Rejection> {
         let state = self.hub.inner.state.lock();
         state
             .subscriptions
@@ -165,8 +188,12 @@ struct EnabledBody {
 }
 
 fn parse_body<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, Rejection> {
-    serde_json::from_slice(body)
-        .map_err(|e| message(StatusCode::BAD_REQUEST, format!("Invalid request body: {e}")))
+    serde_json::from_slice(body).map_err(|e| {
+        message(
+            StatusCode::BAD_REQUEST,
+            format!("Invalid request body: {e}"),
+        )
+    })
 }
 
 /// The checked fields of a create/PUT body.
@@ -202,13 +229,20 @@ fn check_body(body: SubscriptionBody, max_filters: u32) -> Result<Checked, Rejec
             "URL endpoint {url_callback} request failed with error: invalid http(s) URL"
         )));
     }
-    Ok(Checked { description, filters, url_callback, enabled: body.enabled.unwrap_or(false) })
+    Ok(Checked {
+        description,
+        filters,
+        url_callback,
+        enabled: body.enabled.unwrap_or(false),
+    })
 }
 
 fn limit_reached(user_id: i64, max: u32, workspace_id: i64) -> Rejection {
     message(
         StatusCode::BAD_REQUEST,
-        format!("User {user_id} already reached the limit of {max} enabled subscriptions for workspace {workspace_id}"),
+        format!(
+            "User {user_id} already reached the limit of {max} enabled subscriptions for workspace {workspace_id}"
+        ),
     )
 }
 
@@ -219,21 +253,28 @@ fn enabled_count(hub: &Hub, workspace_id: i64, user_id: i64, except: Option<i64>
         .subscriptions
         .values()
         .filter(|s| {
-            s.workspace_id == workspace_id && s.user_id == user_id && s.enabled && Some(s.subscription_id) != except
+            s.workspace_id == workspace_id
+                && s.user_id == user_id
+                && s.enabled
+                && Some(s.subscription_id) != except
         })
         .count()
 }
 
 fn description_taken(hub: &Hub, workspace_id: i64, description: &str, except: Option<i64>) -> bool {
     hub.inner.state.lock().subscriptions.values().any(|s| {
-        s.workspace_id == workspace_id && s.description == description && Some(s.subscription_id) != except
+        s.workspace_id == workspace_id
+            && s.description == description
+            && Some(s.subscription_id) != except
     })
 }
 
 fn description_in_use(description: &str, workspace_id: i64) -> Rejection {
     message(
         StatusCode::BAD_REQUEST,
-        format!("Subscription description '{description}' is already in use for workspace {workspace_id}"),
+        format!(
+            "Subscription description '{description}' is already in use for workspace {workspace_id}"
+        ),
     )
 }
 
@@ -257,7 +298,9 @@ async fn limits(State(app): State<App>, Path(wid): Path<String>, headers: Header
         let wid = parse_id(&wid, "workspace")?;
         app.authorize(&headers, wid)?;
         let (max_webhooks, max_events) = app.access.webhook_limits(wid);
-        Ok::<_, Rejection>(ok(json!({"max_webhooks": max_webhooks, "max_events_per_webhook": max_events})))
+        Ok::<_, Rejection>(ok(
+            json!({"max_webhooks": max_webhooks, "max_events_per_webhook": max_events}),
+        ))
     })();
     finish(result)
 }
@@ -278,14 +321,24 @@ async fn list(State(app): State<App>, Path(wid): Path<String>, headers: HeaderMa
     finish(result)
 }
 
-async fn create(State(app): State<App>, Path(wid): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+async fn create(
+    State(app): State<App>,
+    Path(wid): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     match create_inner(&app, &wid, &headers, &body).await {
         Ok(resp) => resp,
         Err(rejection) => rejection.into_response(),
     }
 }
 
-async fn create_inner(app: &App, wid: &str, headers: &HeaderMap, body: &Bytes) -> Result<Response, Rejection> {
+async fn create_inner(
+    app: &App,
+    wid: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Response, Rejection> {
     let wid = parse_id(wid, "workspace")?;
     let (uid, _) = app.authorize(headers, wid)?;
     let body: SubscriptionBody = parse_body(body)?;
@@ -352,7 +405,11 @@ async fn create_inner(app: &App, wid: &str, headers: &HeaderMap, body: &Bytes) -
         }
         sub.to_json(None)
     };
-    tracing::info!(workspace_id = wid, subscription_id = sid, "webhook subscription created");
+    tracing::info!(
+        workspace_id = wid,
+        subscription_id = sid,
+        "webhook subscription created"
+    );
     inner.wake(sid);
     Ok(ok(json))
 }
@@ -369,7 +426,13 @@ async fn update(
     }
 }
 
-async fn update_inner(app: &App, wid: &str, sid: &str, headers: &HeaderMap, body: &Bytes) -> Result<Response, Rejection> {
+async fn update_inner(
+    app: &App,
+    wid: &str,
+    sid: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Response, Rejection> {
     let wid = parse_id(wid, "workspace")?;
     let sid = parse_id(sid, "subscription")?;
     let (uid, admin) = app.authorize(headers, wid)?;
@@ -377,7 +440,10 @@ async fn update_inner(app: &App, wid: &str, sid: &str, headers: &HeaderMap, body
     let body: SubscriptionBody = parse_body(body)?;
     let new_secret = match body.secret.clone() {
         Some(s) if s.is_empty() => {
-            return Err(message(StatusCode::BAD_REQUEST, "Subscription secret must not be empty"));
+            return Err(message(
+                StatusCode::BAD_REQUEST,
+                "Subscription secret must not be empty",
+            ));
         }
         other => other,
     };
@@ -446,14 +512,23 @@ async fn set_enabled(
     }
 }
 
-async fn set_enabled_inner(app: &App, wid: &str, sid: &str, headers: &HeaderMap, body: &Bytes) -> Result<Response, Rejection> {
+async fn set_enabled_inner(
+    app: &App,
+    wid: &str,
+    sid: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Response, Rejection> {
     let wid = parse_id(wid, "workspace")?;
     let sid = parse_id(sid, "subscription")?;
     let (uid, admin) = app.authorize(headers, wid)?;
     let current = app.visible(wid, sid, uid, admin)?;
     let body: EnabledBody = parse_body(body)?;
     let Some(enabled) = body.enabled else {
-        return Err(message(StatusCode::BAD_REQUEST, "Field 'enabled' must be set"));
+        return Err(message(
+            StatusCode::BAD_REQUEST,
+            "Field 'enabled' must be set",
+        ));
     };
     let inner = &app.hub.inner;
     let mut echoed = None;
@@ -488,7 +563,11 @@ async fn set_enabled_inner(app: &App, wid: &str, sid: &str, headers: &HeaderMap,
     Ok(ok(json))
 }
 
-async fn remove(State(app): State<App>, Path((wid, sid)): Path<(String, String)>, headers: HeaderMap) -> Response {
+async fn remove(
+    State(app): State<App>,
+    Path((wid, sid)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
     let result = (|| {
         let wid = parse_id(&wid, "workspace")?;
         let sid = parse_id(&sid, "subscription")?;
@@ -499,31 +578,50 @@ async fn remove(State(app): State<App>, Path((wid, sid)): Path<(String, String)>
             return Err(not_found(wid, sid));
         };
         app.hub.inner.forget_worker(sid);
-        tracing::info!(workspace_id = wid, subscription_id = sid, "webhook subscription deleted");
+        tracing::info!(
+            workspace_id = wid,
+            subscription_id = sid,
+            "webhook subscription deleted"
+        );
         Ok(ok(sub.to_json(Some(Utc::now()))))
     })();
     finish(result)
 }
 
-async fn events(State(app): State<App>, Path((wid, sid)): Path<(String, String)>, headers: HeaderMap) -> Response {
+async fn events(
+    State(app): State<App>,
+    Path((wid, sid)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
     let result = (|| {
         let wid = parse_id(&wid, "workspace")?;
         let sid = parse_id(&sid, "subscription")?;
         let (uid, admin) = app.authorize(&headers, wid)?;
         let sub = app.visible(wid, sid, uid, admin)?;
-        Ok::<_, Rejection>(ok(Value::Array(sub.events.iter().map(|e| e.log_json()).collect())))
+        Ok::<_, Rejection>(ok(Value::Array(
+            sub.events.iter().map(|e| e.log_json()).collect(),
+        )))
     })();
     finish(result)
 }
 
-async fn ping(State(app): State<App>, Path((wid, sid)): Path<(String, String)>, headers: HeaderMap) -> Response {
+async fn ping(
+    State(app): State<App>,
+    Path((wid, sid)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
     match ping_inner(&app, &wid, &sid, &headers).await {
         Ok(resp) => resp,
         Err(rejection) => rejection.into_response(),
     }
 }
 
-async fn ping_inner(app: &App, wid: &str, sid: &str, headers: &HeaderMap) -> Result<Response, Rejection> {
+async fn ping_inner(
+    app: &App,
+    wid: &str,
+    sid: &str,
+    headers: &HeaderMap,
+) -> Result<Response, Rejection> {
     let wid = parse_id(wid, "workspace")?;
     let sid = parse_id(sid, "subscription")?;
     let (uid, admin) = app.authorize(headers, wid)?;
@@ -536,7 +634,8 @@ async fn ping_inner(app: &App, wid: &str, sid: &str, headers: &HeaderMap) -> Res
     {
         let mut state = inner.state.lock();
         if let Some(sub) = state.subscriptions.get_mut(&sid) {
-            if sub.validated_at.is_none() && echoed.as_deref() == Some(sub.validation_code.as_str()) {
+            if sub.validated_at.is_none() && echoed.as_deref() == Some(sub.validation_code.as_str())
+            {
                 sub.validated_at = Some(Utc::now());
             }
             if sub.deliverable() {
@@ -548,11 +647,16 @@ async fn ping_inner(app: &App, wid: &str, sid: &str, headers: &HeaderMap) -> Res
     Ok(ok(json!({"status": "OK"})))
 }
 
-async fn validate(State(app): State<App>, Path((wid, sid, code)): Path<(String, String, String)>) -> Response {
+async fn validate(
+    State(app): State<App>,
+    Path((wid, sid, code)): Path<(String, String, String)>,
+) -> Response {
     let unknown = || {
         message(
             StatusCode::BAD_REQUEST,
-            format!("subscription {sid} for workspace {wid} and validation code '{code}' was not found"),
+            format!(
+                "subscription {sid} for workspace {wid} and validation code '{code}' was not found"
+            ),
         )
     };
     let (Ok(wid_n), Ok(sid_n)) = (wid.parse::<i64>(), sid.parse::<i64>()) else {
@@ -560,15 +664,18 @@ async fn validate(State(app): State<App>, Path((wid, sid, code)): Path<(String, 
     };
     {
         let mut state = app.hub.inner.state.lock();
-        let Some(sub) = state
-            .subscriptions
-            .get_mut(&sid_n)
-            .filter(|s| s.workspace_id == wid_n && bool::from(s.validation_code.as_bytes().ct_eq(code.as_bytes())))
-        else {
+        let Some(sub) = state.subscriptions.get_mut(&sid_n).filter(|s| {
+            s.workspace_id == wid_n
+                && bool::from(s.validation_code.as_bytes().ct_eq(code.as_bytes()))
+        }) else {
             return unknown().into_response();
         };
         if sub.validated_at.is_some() {
-            return message(StatusCode::BAD_REQUEST, format!("subscription {sid_n} has already been validated")).into_response();
+            return message(
+                StatusCode::BAD_REQUEST,
+                format!("subscription {sid_n} has already been validated"),
+            )
+            .into_response();
         }
         sub.validated_at = Some(Utc::now());
         if sub.deliverable() {

@@ -110,6 +110,14 @@ struct Snapshot {
     subscriptions: Vec<Subscription>,
 }
 
+/// A change waiting for fan-out, with the subscriptions that matched when it was published.
+struct Queued {
+    change: Change,
+    /// `(subscription_id, owner user_id)`.
+    candidates: Vec<(i64, i64)>,
+    at: DateTime<Utc>,
+}
+
 struct Worker {
     notify: Arc<Notify>,
     join: JoinHandle<()>,
@@ -127,8 +135,8 @@ pub(crate) struct Inner {
     rng: Mutex<ChaCha8Rng>,
     http: reqwest::Client,
     pub(crate) access: RwLock<Option<Arc<dyn WebhookAccess>>>,
-    changes_tx: mpsc::Sender<Change>,
-    changes_rx: Mutex<Option<mpsc::Receiver<Change>>>,
+    changes_tx: mpsc::Sender<Queued>,
+    changes_rx: Mutex<Option<mpsc::Receiver<Queued>>>,
     fanout: Mutex<Option<JoinHandle<()>>>,
     workers: Mutex<HashMap<i64, Worker>>,
     shutdown_tx: watch::Sender<bool>,
@@ -148,7 +156,10 @@ impl Hub {
     pub fn new(config: HubConfig) -> Arc<Hub> {
         let (changes_tx, changes_rx) = mpsc::channel(config.queue_capacity.max(1));
         let http = reqwest::Client::builder()
-            .user_agent(concat!("toggl-connect-sandbox-webhooks/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!(
+                "toggl-connect-sandbox-webhooks/",
+                env!("CARGO_PKG_VERSION")
+            ))
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("a rustls client without custom roots always builds");
@@ -186,9 +197,22 @@ impl Hub {
 
     /// Queues a change for fan-out. Never blocks and never fails the caller: when the queue is
     /// full the change is dropped with a warning (see [`Hub::dropped_changes`]).
+    ///
+    /// The subscriptions that get an event are those enabled, validated and matching *now*;
+    /// permissions and delivery happen later in background tasks. Only the hub's own short lock
+    /// is taken here, so the caller may hold its state lock.
     pub fn publish(&self, change: Change) {
         self.inner.ensure_fanout();
-        if let Err(err) = self.inner.changes_tx.try_send(change) {
+        let candidates = self.inner.candidates(&change);
+        if candidates.is_empty() {
+            return;
+        }
+        let queued = Queued {
+            change,
+            candidates,
+            at: Utc::now(),
+        };
+        if let Err(err) = self.inner.changes_tx.try_send(queued) {
             self.inner.dropped_changes.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(reason = %err, "webhook change dropped: fan-out queue unavailable");
         }
@@ -223,8 +247,11 @@ impl Hub {
             let mut st = self.inner.state.lock();
             st.next_subscription_id = snapshot.next_subscription_id.max(FIRST_SUBSCRIPTION_ID);
             st.next_event_id = snapshot.next_event_id.max(FIRST_EVENT_ID);
-            st.subscriptions =
-                snapshot.subscriptions.into_iter().map(|s| (s.subscription_id, s)).collect();
+            st.subscriptions = snapshot
+                .subscriptions
+                .into_iter()
+                .map(|s| (s.subscription_id, s))
+                .collect();
             st.subscriptions.keys().copied().collect()
         };
         for id in ids {
@@ -237,8 +264,13 @@ impl Hub {
     /// and their events stay pending (so a snapshot taken afterwards retries them).
     pub async fn shutdown(&self) {
         self.inner.shutdown_tx.send_replace(true);
-        let mut joins: Vec<JoinHandle<()>> =
-            self.inner.workers.lock().drain().map(|(_, w)| w.join).collect();
+        let mut joins: Vec<JoinHandle<()>> = self
+            .inner
+            .workers
+            .lock()
+            .drain()
+            .map(|(_, w)| w.join)
+            .collect();
         joins.extend(self.inner.fanout.lock().take());
         for join in joins {
             if let Err(err) = join.await {
@@ -252,7 +284,11 @@ enum Step {
     Gone,
     Idle,
     Wait(Duration),
-    Deliver { event: Box<EventRecord>, url: String, secret: String },
+    Deliver {
+        event: Box<EventRecord>,
+        url: String,
+        secret: String,
+    },
 }
 
 impl Inner {
@@ -279,8 +315,8 @@ impl Inner {
         *fanout = Some(runtime.spawn(async move {
             loop {
                 tokio::select! {
-                    change = rx.recv() => match change {
-                        Some(change) => inner.fan_out(&change),
+                    queued = rx.recv() => match queued {
+                        Some(queued) => inner.fan_out(queued),
                         None => return,
                     },
                     _ = shutdown.changed() => return,
@@ -303,7 +339,10 @@ impl Inner {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            tracing::warn!(subscription_id, "no tokio runtime: delivery starts on next use");
+            tracing::warn!(
+                subscription_id,
+                "no tokio runtime: delivery starts on next use"
+            );
             return;
         };
         let notify = Arc::new(Notify::new());
@@ -325,34 +364,45 @@ impl Inner {
 
     pub(crate) fn random_token(&self, len: usize, alphabet: &[u8]) -> String {
         let mut rng = self.rng.lock();
-        (0..len).map(|_| char::from(alphabet[rng.gen_range(0..alphabet.len())])).collect()
+        (0..len)
+            .map(|_| char::from(alphabet[rng.gen_range(0..alphabet.len())]))
+            .collect()
     }
 
-    pub(crate) fn validation_code_url(&self, workspace_id: i64, subscription_id: i64, code: &str) -> String {
+    pub(crate) fn validation_code_url(
+        &self,
+        workspace_id: i64,
+        subscription_id: i64,
+        code: &str,
+    ) -> String {
         format!(
             "{}/webhooks/api/v1/validate/{workspace_id}/{subscription_id}/{code}",
             self.base_url.read()
         )
     }
 
-    fn fan_out(self: &Arc<Self>, change: &Change) {
+    fn candidates(&self, change: &Change) -> Vec<(i64, i64)> {
         let action = change.action.as_str();
-        let candidates: Vec<(i64, i64)> = {
-            let state = self.state.lock();
-            state
-                .subscriptions
-                .values()
-                .filter(|s| {
-                    s.workspace_id == change.workspace_id
-                        && s.deliverable()
-                        && s.matches(change.entity, action)
-                })
-                .map(|s| (s.subscription_id, s.user_id))
-                .collect()
-        };
-        if candidates.is_empty() {
-            return;
-        }
+        let state = self.state.lock();
+        state
+            .subscriptions
+            .values()
+            .filter(|s| {
+                s.workspace_id == change.workspace_id
+                    && s.deliverable()
+                    && s.matches(change.entity, action)
+            })
+            .map(|s| (s.subscription_id, s.user_id))
+            .collect()
+    }
+
+    fn fan_out(self: &Arc<Self>, queued: Queued) {
+        let Queued {
+            change,
+            candidates,
+            at,
+        } = queued;
+        let change = &change;
         // Asked outside our lock: the access implementation may take the Track API's state lock.
         let access = self.access.read().clone();
         let allowed: Vec<i64> = candidates
@@ -361,21 +411,20 @@ impl Inner {
             .map(|(sid, _)| sid)
             .collect();
         let metadata = metadata(change);
-        let now = Utc::now();
         let mut woken = Vec::new();
         {
             let mut state = self.state.lock();
             let state = &mut *state;
             for sid in allowed {
-                let Some(sub) = state.subscriptions.get_mut(&sid) else { continue };
-                if !sub.deliverable() {
+                // A subscription disabled since the change still gets the event; it waits paused.
+                let Some(sub) = state.subscriptions.get_mut(&sid) else {
                     continue;
-                }
+                };
                 let event_id = state.next_event_id;
                 state.next_event_id += 1;
                 sub.events.push_back(EventRecord {
                     event_id,
-                    created_at: now,
+                    created_at: at,
                     creator_id: change.creator_id,
                     metadata: metadata.clone(),
                     payload: change.payload.clone(),
@@ -385,7 +434,7 @@ impl Inner {
                     next_attempt_at: None,
                     delivered_at: None,
                 });
-                self.prune(sub, now);
+                self.prune(sub, Utc::now());
                 woken.push(sid);
             }
         }
@@ -472,7 +521,13 @@ impl Inner {
         }
     }
 
-    async fn attempt(&self, subscription_id: i64, event: &EventRecord, url: &str, secret: &str) -> Attempt {
+    async fn attempt(
+        &self,
+        subscription_id: i64,
+        event: &EventRecord,
+        url: &str,
+        secret: &str,
+    ) -> Attempt {
         if self.config.delivery_delay_ms > 0 {
             tokio::time::sleep(Duration::from_millis(self.config.delivery_delay_ms)).await;
         }
@@ -480,7 +535,11 @@ impl Inner {
         let dropped =
             self.config.drop_share > 0.0 && self.rng.lock().r#gen::<f64>() < self.config.drop_share;
         if dropped {
-            tracing::debug!(subscription_id, event_id = event.event_id, "delivery dropped by fault injection");
+            tracing::debug!(
+                subscription_id,
+                event_id = event.event_id,
+                "delivery dropped by fault injection"
+            );
             return Attempt {
                 attempted_at,
                 status_code: None,
@@ -497,18 +556,41 @@ impl Inner {
             Ok((status, _)) if status.is_success() => (Some(status.as_u16()), None),
             Ok((status, _)) => (
                 Some(status.as_u16()),
-                Some(format!("URL endpoint {url} responded with status {} instead of 200", status.as_u16())),
+                Some(format!(
+                    "URL endpoint {url} responded with status {} instead of 200",
+                    status.as_u16()
+                )),
             ),
-            Err(err) => (None, Some(format!("URL endpoint {url} request failed with error: {err}"))),
+            Err(err) => (
+                None,
+                Some(format!(
+                    "URL endpoint {url} request failed with error: {err}"
+                )),
+            ),
         };
-        tracing::debug!(subscription_id, event_id = event.event_id, status_code, ok = error.is_none(), "webhook delivery attempt");
-        Attempt { attempted_at, status_code, error, duration_ms }
+        tracing::debug!(
+            subscription_id,
+            event_id = event.event_id,
+            status_code,
+            ok = error.is_none(),
+            "webhook delivery attempt"
+        );
+        Attempt {
+            attempted_at,
+            status_code,
+            error,
+            duration_ms,
+        }
     }
 
     fn record(&self, subscription_id: i64, event_id: i64, attempt: Attempt) {
         let mut state = self.state.lock();
-        let Some(sub) = state.subscriptions.get_mut(&subscription_id) else { return };
-        let Some(event) = sub.events.iter_mut().find(|e| e.event_id == event_id) else { return };
+        let Some(sub) = state.subscriptions.get_mut(&subscription_id) else {
+            return;
+        };
+        let Some(event) = sub.events.iter_mut().find(|e| e.event_id == event_id) else {
+            return;
+        };
         let now = Utc::now();
         let ok = attempt.error.is_none();
         event.attempts.push(attempt);
@@ -526,18 +608,32 @@ impl Inner {
         let backoff = &self.config.retry_backoff_ms;
         match backoff.get(event.round_attempts as usize - 1) {
             Some(&wait_ms) => {
-                event.next_attempt_at = Some(now + chrono::Duration::milliseconds(i64::try_from(wait_ms).unwrap_or(i64::MAX / 2)));
+                event.next_attempt_at = Some(
+                    now + chrono::Duration::milliseconds(
+                        i64::try_from(wait_ms).unwrap_or(i64::MAX / 2),
+                    ),
+                );
             }
             None => {
                 event.status = EventStatus::Failed;
                 event.next_attempt_at = None;
-                tracing::warn!(subscription_id, event_id, attempts = event.round_attempts, "webhook event failed after all attempts");
+                tracing::warn!(
+                    subscription_id,
+                    event_id,
+                    attempts = event.round_attempts,
+                    "webhook event failed after all attempts"
+                );
             }
         }
     }
 
     /// POSTs a signed body; returns the status and the answer body.
-    async fn post(&self, url: &str, secret: &str, body: Vec<u8>) -> Result<(http::StatusCode, bytes::Bytes), String> {
+    async fn post(
+        &self,
+        url: &str,
+        secret: &str,
+        body: Vec<u8>,
+    ) -> Result<(http::StatusCode, bytes::Bytes), String> {
         let signature = sign(secret, &body);
         let response = self
             .http
@@ -580,7 +676,9 @@ impl Inner {
         match self.post(url, &sub.secret, body).await {
             Ok((status, answer)) if status.is_success() => {
                 let echoed = serde_json::from_slice::<Value>(&answer).ok().and_then(|v| {
-                    v.get("validation_code").and_then(Value::as_str).map(str::to_owned)
+                    v.get("validation_code")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
                 });
                 PingOutcome::Answered(echoed)
             }
@@ -588,7 +686,9 @@ impl Inner {
                 "URL endpoint {url} responded with status {} instead of 200",
                 status.as_u16()
             )),
-            Err(err) => PingOutcome::Failed(format!("URL endpoint {url} request failed with error: {err}")),
+            Err(err) => PingOutcome::Failed(format!(
+                "URL endpoint {url} request failed with error: {err}"
+            )),
         }
     }
 }
@@ -621,7 +721,10 @@ fn metadata(change: &Change) -> Map<String, Value> {
     }
     put("request_body", change.request_body.clone());
     put("request_type", change.request_type.clone());
-    put(&format!("{}_id", change.entity), change.entity_id.to_string());
+    put(
+        &format!("{}_id", change.entity),
+        change.entity_id.to_string(),
+    );
     put("workspace_id", change.workspace_id.to_string());
     m
 }

@@ -41,7 +41,8 @@ pub(crate) struct EventFilter {
 
 impl EventFilter {
     pub fn matches(&self, entity: &str, action: &str) -> bool {
-        (self.entity == "*" || self.entity == entity) && (self.action == "*" || self.action == action)
+        (self.entity == "*" || self.entity == entity)
+            && (self.action == "*" || self.action == action)
     }
 }
 
@@ -85,7 +86,12 @@ pub(crate) struct EventRecord {
 
 impl EventRecord {
     /// The wire envelope for an attempt made at `timestamp`.
-    pub fn envelope(&self, subscription_id: i64, url_callback: &str, timestamp: DateTime<Utc>) -> Value {
+    pub fn envelope(
+        &self,
+        subscription_id: i64,
+        url_callback: &str,
+        timestamp: DateTime<Utc>,
+    ) -> Value {
         json!({
             "event_id": self.event_id,
             "created_at": nanos(self.created_at),
@@ -155,7 +161,9 @@ impl Subscription {
     }
 
     pub fn has_pending_events(&self) -> bool {
-        self.events.iter().any(|e| e.status != EventStatus::Delivered)
+        self.events
+            .iter()
+            .any(|e| e.status != EventStatus::Delivered)
     }
 
     pub fn matches(&self, entity: &str, action: &str) -> bool {
@@ -209,7 +217,9 @@ pub(crate) fn validate_filters(filters: &[EventFilter], max_filters: u32) -> Res
     }
     for (i, filter) in filters.iter().enumerate() {
         if filter.entity.is_empty() {
-            return Err("The entity field for each subscription event filter must be non-empty".to_owned());
+            return Err(
+                "The entity field for each subscription event filter must be non-empty".to_owned(),
+            );
         }
         if !is_name_or_wildcard(&filter.entity) {
             return Err(format!(
@@ -218,7 +228,9 @@ pub(crate) fn validate_filters(filters: &[EventFilter], max_filters: u32) -> Res
             ));
         }
         if filter.action.is_empty() {
-            return Err("The action field for each subscription event filter must be non-empty".to_owned());
+            return Err(
+                "The action field for each subscription event filter must be non-empty".to_owned(),
+            );
         }
         if !is_name_or_wildcard(&filter.action) {
             return Err(format!(
@@ -227,7 +239,10 @@ pub(crate) fn validate_filters(filters: &[EventFilter], max_filters: u32) -> Res
             ));
         }
         if filter.action != "*" && !ACTIONS.contains(&filter.action.as_str()) {
-            return Err(format!("Invalid value '{}' for event filter action", filter.action));
+            return Err(format!(
+                "Invalid value '{}' for event filter action",
+                filter.action
+            ));
         }
         if filters[..i].contains(filter) {
             return Err(format!(
@@ -249,20 +264,42 @@ mod tests {
     use super::*;
 
     fn f(entity: &str, action: &str) -> EventFilter {
-        EventFilter { entity: entity.to_owned(), action: action.to_owned() }
+        EventFilter {
+            entity: entity.to_owned(),
+            action: action.to_owned(),
+        }
     }
 
     #[test]
     fn filter_messages() {
-        assert_eq!(validate_filters(&[], 3).unwrap_err(), "The list of event filters must not be empty");
-        assert!(validate_filters(&[f("a", "*"), f("b", "*")], 1).unwrap_err().contains("limit of 1 event filters"));
-        assert!(validate_filters(&[f("time-entry", "*")], 3).unwrap_err().contains("filter entity can only contain"));
-        assert!(validate_filters(&[f("*", "")], 3).unwrap_err().contains("action field"));
+        assert_eq!(
+            validate_filters(&[], 3).unwrap_err(),
+            "The list of event filters must not be empty"
+        );
+        assert!(
+            validate_filters(&[f("a", "*"), f("b", "*")], 1)
+                .unwrap_err()
+                .contains("limit of 1 event filters")
+        );
+        assert!(
+            validate_filters(&[f("time-entry", "*")], 3)
+                .unwrap_err()
+                .contains("filter entity can only contain")
+        );
+        assert!(
+            validate_filters(&[f("*", "")], 3)
+                .unwrap_err()
+                .contains("action field")
+        );
         assert_eq!(
             validate_filters(&[f("*", "started")], 3).unwrap_err(),
             "Invalid value 'started' for event filter action"
         );
-        assert!(validate_filters(&[f("tag", "*"), f("tag", "*")], 3).unwrap_err().contains("more than once"));
+        assert!(
+            validate_filters(&[f("tag", "*"), f("tag", "*")], 3)
+                .unwrap_err()
+                .contains("more than once")
+        );
         assert!(validate_filters(&[f("*", "*"), f("time_entry", "deleted")], 3).is_ok());
     }
 

@@ -1,0 +1,209 @@
+//! The configuration file (TOML) and its precedence.
+//!
+//! Built-in defaults < config file (`--config`, `TOGGL_CONNECT_CONFIG`) < environment
+//! (`TOGGL_CONNECT_*`, `TOGGL_API_TOKEN`, `TOGGL_API_URL`) < flags. The API token is read from the
+//! environment only: a token in a file that gets committed is the most common way tokens leak.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// How to reach Toggl.
+    pub toggl: TogglConfig,
+    /// The server (`serve`).
+    pub serve: ServeConfig,
+    /// How long stored data is kept.
+    pub retention: RetentionConfig,
+    /// Automation rules (checked by `rules check`, run by `serve`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<toml::Value>,
+}
+
+/// `[toggl]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TogglConfig {
+    /// Host root of the Toggl API (`TOGGL_API_URL`); a URL ending in `/api/v9` is accepted.
+    pub api_url: String,
+    /// Minimum spacing between requests of one token, in milliseconds (0 = off). Toggl's leaky
+    /// bucket allows about one request per second.
+    pub pacing_ms: u64,
+    /// Longest wait for an hourly quota reset before a call fails, in seconds.
+    pub max_quota_wait_secs: u64,
+    /// Time allowed for one request, in seconds.
+    pub request_timeout_secs: u64,
+}
+
+impl Default for TogglConfig {
+    fn default() -> Self {
+        Self {
+            api_url: "https://api.track.toggl.com".into(),
+            pacing_ms: 1000,
+            max_quota_wait_secs: 900,
+            request_timeout_secs: 60,
+        }
+    }
+}
+
+/// `[serve]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeConfig {
+    /// Address the receiver listens on.
+    pub listen: String,
+    /// Store URL: `sqlite://PATH` or `postgres://...`.
+    pub store: String,
+    /// The public base URL Toggl reaches this server at; when set, `serve` manages the webhook
+    /// subscriptions (`{public_url}{callback_path}`).
+    pub public_url: Option<String>,
+    /// Path Toggl delivers to.
+    pub callback_path: String,
+    /// Workspaces to subscribe and poll (default: the user's default workspace).
+    pub workspaces: Vec<i64>,
+    /// Triggers to receive (default: every trigger).
+    pub triggers: Vec<String>,
+    /// Seconds between checks that subscriptions are enabled and validated (each check costs 2-3
+    /// requests of the organization's hourly quota per workspace).
+    pub recheck_interval_secs: u64,
+    /// Poll instead of receiving webhooks, every this many seconds (for hosts Toggl cannot reach).
+    pub poll_interval_secs: Option<u64>,
+    /// On start, fetch what changed while we were down (`since=` queries) and store it as events.
+    pub catch_up: bool,
+    /// Largest delivery body accepted, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            store: "sqlite://toggl-connect.db".into(),
+            public_url: None,
+            callback_path: "/webhooks/toggl".into(),
+            workspaces: Vec::new(),
+            triggers: Vec::new(),
+            recheck_interval_secs: 900,
+            poll_interval_secs: None,
+            catch_up: true,
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// `[retention]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Days events are kept (at least 8: Toggl redelivers for about a week, and a pruned event's
+    /// dedupe key is gone).
+    pub events_days: u64,
+    /// Days finished jobs are kept.
+    pub finished_jobs_days: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self { events_days: 30, finished_jobs_days: 14 }
+    }
+}
+
+/// A loaded configuration and the text it came from (rule diagnostics point into it).
+#[derive(Debug, Clone, Default)]
+pub struct Loaded {
+    /// The merged configuration.
+    pub config: Config,
+    /// The file, when there was one.
+    pub path: Option<PathBuf>,
+    /// Its text.
+    pub text: String,
+}
+
+/// Reads `path` (or `TOGGL_CONNECT_CONFIG`), then applies the environment.
+pub fn load(path: Option<&Path>) -> anyhow::Result<Loaded> {
+    let env_path = std::env::var_os("TOGGL_CONNECT_CONFIG").map(PathBuf::from);
+    let path = path.map(Path::to_path_buf).or(env_path);
+    let (mut config, text) = match &path {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading config {}", p.display()))?;
+            let config: Config = toml::from_str(&text).map_err(|e| {
+                let (line, col) = e.span().map_or((0, 0), |s| line_col(&text, s.start));
+                anyhow::anyhow!("{}:{line}:{col}: {}", p.display(), e.message())
+            })?;
+            (config, text)
+        }
+        None => (Config::default(), String::new()),
+    };
+    apply_env(&mut config)?;
+    Ok(Loaded { config, path, text })
+}
+
+fn apply_env(config: &mut Config) -> anyhow::Result<()> {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    if let Some(v) = var("TOGGL_API_URL") {
+        config.toggl.api_url = v;
+    }
+    if let Some(v) = var("TOGGL_CONNECT_STORE") {
+        config.serve.store = v;
+    }
+    if let Some(v) = var("TOGGL_CONNECT_LISTEN") {
+        config.serve.listen = v;
+    }
+    if let Some(v) = var("TOGGL_CONNECT_PUBLIC_URL") {
+        config.serve.public_url = Some(v);
+    }
+    if let Some(v) = var("TOGGL_CONNECT_PACING_MS") {
+        config.toggl.pacing_ms = v.parse().context("TOGGL_CONNECT_PACING_MS must be a whole number of milliseconds")?;
+    }
+    Ok(())
+}
+
+/// 1-based line and column of byte offset `at` in `text`.
+pub fn line_col(text: &str, at: usize) -> (usize, usize) {
+    let before = &text[..at.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+/// The API token from `TOGGL_API_TOKEN`.
+pub fn api_token() -> Option<String> {
+    std::env::var("TOGGL_API_TOKEN").ok().filter(|t| !t.trim().is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_refused_with_position() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "[serve]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n").expect("write");
+        let err = load(Some(&p)).expect_err("unknown key");
+        let text = format!("{err:#}");
+        assert!(text.contains("c.toml:3:1"), "{text}");
+        assert!(text.contains("lisen"), "{text}");
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "[serve]\nworkspaces = [1, 2]\n").expect("write");
+        let loaded = load(Some(&p)).expect("loads");
+        assert_eq!(loaded.config.serve.workspaces, vec![1, 2]);
+        assert_eq!(loaded.config.serve.callback_path, "/webhooks/toggl");
+        assert_eq!(loaded.config.toggl.pacing_ms, 1000);
+    }
+
+    #[test]
+    fn line_col_counts_chars() {
+        assert_eq!(line_col("ab\ncdé\nx", 8), (3, 1));
+        assert_eq!(line_col("ab\ncd", 4), (2, 2));
+    }
+}
