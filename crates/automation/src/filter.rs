@@ -94,11 +94,18 @@ impl Path {
     /// Parses a path on its own (`event.payload.tags[0]`), as used inside template placeholders.
     pub fn parse(text: &str) -> Result<Path, FilterError> {
         let tokens = lex(text)?;
-        let mut p = Parser { tokens, pos: 0, end: text.chars().count() + 1 };
+        let mut p = Parser {
+            tokens,
+            pos: 0,
+            end: text.chars().count() + 1,
+        };
         let path = p.path()?;
         match p.peek() {
             None => Ok(path),
-            Some(t) => Err(p.err_at(t.column, format!("unexpected {} after the path", t.kind.describe()))),
+            Some(t) => Err(p.err_at(
+                t.column,
+                format!("unexpected {} after the path", t.kind.describe()),
+            )),
         }
     }
 
@@ -128,7 +135,11 @@ impl Filter {
     /// Parses filter text.
     pub fn parse(text: &str) -> Result<Filter, FilterError> {
         let tokens = lex(text)?;
-        let mut p = Parser { tokens, pos: 0, end: text.chars().count() + 1 };
+        let mut p = Parser {
+            tokens,
+            pos: 0,
+            end: text.chars().count() + 1,
+        };
         let f = p.or()?;
         match p.peek() {
             None => Ok(f),
@@ -145,7 +156,10 @@ impl Filter {
                 v
             }
             Filter::Not(a) => a.paths(),
-            Filter::Exists(p) | Filter::Compare(p, _, _) | Filter::Contains(p, _) | Filter::In(p, _) => vec![p],
+            Filter::Exists(p)
+            | Filter::Compare(p, _, _)
+            | Filter::Contains(p, _)
+            | Filter::In(p, _) => vec![p],
         }
     }
 
@@ -193,7 +207,10 @@ fn compare(v: &Value, op: Op, lit: &Value) -> bool {
     let ord: Option<Ordering> = match (v, lit) {
         (Value::Number(x), Value::Number(y)) => match (x.as_i64(), y.as_i64()) {
             (Some(i), Some(j)) => Some(i.cmp(&j)),
-            _ => x.as_f64().zip(y.as_f64()).and_then(|(a, b)| a.partial_cmp(&b)),
+            _ => x
+                .as_f64()
+                .zip(y.as_f64())
+                .and_then(|(a, b)| a.partial_cmp(&b)),
         },
         (Value::String(a), Value::String(b)) => Some(a.cmp(b)),
         _ => None,
@@ -279,7 +296,10 @@ fn lex(text: &str) -> Result<Vec<Token>, FilterError> {
                     ('=', _) => return Err(err("use `==` to compare".into())),
                     _ => return Err(err("use `!=` or `not`".into())),
                 };
-                tokens.push(Token { kind: Kind::Op(op), column });
+                tokens.push(Token {
+                    kind: Kind::Op(op),
+                    column,
+                });
                 i += len;
             }
             '"' | '\'' => {
@@ -290,7 +310,9 @@ fn lex(text: &str) -> Result<Vec<Token>, FilterError> {
                     match chars.get(i) {
                         None => return Err(err("unterminated string".into())),
                         Some('\\') => {
-                            let esc = chars.get(i + 1).ok_or_else(|| err("unterminated string".into()))?;
+                            let esc = chars
+                                .get(i + 1)
+                                .ok_or_else(|| err("unterminated string".into()))?;
                             s.push(match esc {
                                 'n' => '\n',
                                 't' => '\t',
@@ -308,21 +330,36 @@ fn lex(text: &str) -> Result<Vec<Token>, FilterError> {
                         }
                     }
                 }
-                tokens.push(Token { kind: Kind::Literal(Value::String(s)), column });
+                tokens.push(Token {
+                    kind: Kind::Literal(Value::String(s)),
+                    column,
+                });
             }
-            c if c.is_ascii_digit() || (c == '-' && chars.get(i + 1).is_some_and(char::is_ascii_digit)) => {
+            c if c.is_ascii_digit()
+                || (c == '-' && chars.get(i + 1).is_some_and(char::is_ascii_digit)) =>
+            {
                 let start = i;
                 i += 1;
-                while chars.get(i).is_some_and(|ch| ch.is_ascii_digit() || *ch == '.' || *ch == 'e' || *ch == 'E') {
+                while chars
+                    .get(i)
+                    .is_some_and(|ch| ch.is_ascii_digit() || *ch == '.' || *ch == 'e' || *ch == 'E')
+                {
                     i += 1;
                 }
                 let text: String = chars[start..i].iter().collect();
-                let value: Value = serde_json::from_str(&text).map_err(|_| err(format!("bad number `{text}`")))?;
-                tokens.push(Token { kind: Kind::Literal(value), column });
+                let value: Value =
+                    serde_json::from_str(&text).map_err(|_| err(format!("bad number `{text}`")))?;
+                tokens.push(Token {
+                    kind: Kind::Literal(value),
+                    column,
+                });
             }
             c if c.is_alphabetic() || c == '_' => {
                 let start = i;
-                while chars.get(i).is_some_and(|ch| ch.is_alphanumeric() || *ch == '_') {
+                while chars
+                    .get(i)
+                    .is_some_and(|ch| ch.is_alphanumeric() || *ch == '_')
+                {
                     i += 1;
                 }
                 let word: String = chars[start..i].iter().collect();
@@ -372,7 +409,10 @@ impl Parser {
                 self.pos += 1;
                 Ok(())
             }
-            Some(t) => Err(self.err_at(t.column, format!("expected {what}, found {}", t.kind.describe()))),
+            Some(t) => Err(self.err_at(
+                t.column,
+                format!("expected {what}, found {}", t.kind.describe()),
+            )),
             None => Err(self.err_at(self.end, format!("expected {what} at the end"))),
         }
     }
@@ -402,7 +442,13 @@ impl Parser {
             self.pos += 1;
             return Ok(Filter::Not(Box::new(self.unary()?)));
         }
-        if matches!(self.peek(), Some(Token { kind: Kind::LParen, .. })) {
+        if matches!(
+            self.peek(),
+            Some(Token {
+                kind: Kind::LParen,
+                ..
+            })
+        ) {
             self.pos += 1;
             let inner = self.or()?;
             self.expect(&Kind::RParen, "`)`")?;
@@ -438,8 +484,17 @@ impl Parser {
     fn literal(&mut self) -> Result<Value, FilterError> {
         let column = self.here();
         match self.next() {
-            Some(Token { kind: Kind::Literal(v), .. }) => Ok(v),
-            Some(t) => Err(self.err_at(t.column, format!("expected a value (string, number, true, false, null), found {}", t.kind.describe()))),
+            Some(Token {
+                kind: Kind::Literal(v),
+                ..
+            }) => Ok(v),
+            Some(t) => Err(self.err_at(
+                t.column,
+                format!(
+                    "expected a value (string, number, true, false, null), found {}",
+                    t.kind.describe()
+                ),
+            )),
             None => Err(self.err_at(column, "expected a value at the end".into())),
         }
     }
@@ -447,8 +502,19 @@ impl Parser {
     fn path(&mut self) -> Result<Path, FilterError> {
         let column = self.here();
         let first = match self.next() {
-            Some(Token { kind: Kind::Name(n), .. }) if !KEYWORDS.contains(&n.as_str()) => n,
-            Some(t) => return Err(self.err_at(t.column, format!("expected a field path such as `event.payload.id`, found {}", t.kind.describe()))),
+            Some(Token {
+                kind: Kind::Name(n),
+                ..
+            }) if !KEYWORDS.contains(&n.as_str()) => n,
+            Some(t) => {
+                return Err(self.err_at(
+                    t.column,
+                    format!(
+                        "expected a field path such as `event.payload.id`, found {}",
+                        t.kind.describe()
+                    ),
+                ));
+            }
             None => return Err(self.err_at(column, "expected a field path at the end".into())),
         };
         let mut segs = vec![Segment::Key(first)];
@@ -458,20 +524,39 @@ impl Parser {
                     self.pos += 1;
                     let column = self.here();
                     match self.next() {
-                        Some(Token { kind: Kind::Name(n), .. }) => segs.push(Segment::Key(n)),
-                        _ => return Err(self.err_at(column, "expected a field name after `.`".into())),
+                        Some(Token {
+                            kind: Kind::Name(n),
+                            ..
+                        }) => segs.push(Segment::Key(n)),
+                        _ => {
+                            return Err(
+                                self.err_at(column, "expected a field name after `.`".into())
+                            );
+                        }
                     }
                 }
                 Some(Kind::LBracket) => {
                     self.pos += 1;
                     let column = self.here();
                     match self.next() {
-                        Some(Token { kind: Kind::Literal(Value::Number(n)), .. }) if n.as_u64().is_some() => {
-                            let i = usize::try_from(n.as_u64().expect("checked")).map_err(|_| self.err_at(column, "index too large".into()))?;
+                        Some(Token {
+                            kind: Kind::Literal(Value::Number(n)),
+                            ..
+                        }) if n.as_u64().is_some() => {
+                            let i = usize::try_from(n.as_u64().expect("checked"))
+                                .map_err(|_| self.err_at(column, "index too large".into()))?;
                             segs.push(Segment::Index(i));
                         }
-                        Some(Token { kind: Kind::Literal(Value::String(s)), .. }) => segs.push(Segment::Key(s)),
-                        _ => return Err(self.err_at(column, "expected an index or a quoted key inside `[...]`".into())),
+                        Some(Token {
+                            kind: Kind::Literal(Value::String(s)),
+                            ..
+                        }) => segs.push(Segment::Key(s)),
+                        _ => {
+                            return Err(self.err_at(
+                                column,
+                                "expected an index or a quoted key inside `[...]`".into(),
+                            ));
+                        }
                     }
                     self.expect(&Kind::RBracket, "`]`")?;
                 }
@@ -495,20 +580,26 @@ mod tests {
     }
 
     fn check(text: &str) -> bool {
-        Filter::parse(text).unwrap_or_else(|e| panic!("{text}: {e}")).matches(&ctx())
+        Filter::parse(text)
+            .unwrap_or_else(|e| panic!("{text}: {e}"))
+            .matches(&ctx())
     }
 
     #[test]
     fn comparisons_and_logic() {
         assert!(check("event.payload.project_id == null"));
         assert!(check("not exists event.payload.project_id"));
-        assert!(check("event.payload.duration >= 3600 and event.payload.duration < 7200"));
+        assert!(check(
+            "event.payload.duration >= 3600 and event.payload.duration < 7200"
+        ));
         assert!(check("event.payload.duration == 3600.0"));
         assert!(check("event.payload.description contains 'sync'"));
         assert!(check("event.payload.tags contains \"meeting\""));
         assert!(check("event.payload.tags[1] == 'internal'"));
         assert!(check("event.payload.workspace_id in [1, 9]"));
-        assert!(check("event.trigger == 'x' or (event.payload.billable == false and not event.payload.id != 5)"));
+        assert!(check(
+            "event.trigger == 'x' or (event.payload.billable == false and not event.payload.id != 5)"
+        ));
         assert!(!check("event.payload.missing.deeper > 3"));
         assert!(!check("event.payload.description > 3"));
     }

@@ -52,9 +52,14 @@ pub mod worker;
 
 pub use filter::{Filter, FilterError};
 pub use rules::{
-    ACTION_PRIORITY, POLL_PRIORITY, RawRule, RawStep, RawTriggers, Rule, RuleDiagnostic, RuleSet, RuleSummary, RunPlan,
-    StepSpec, StepTarget, known_triggers, line_col,
+    ACTION_PRIORITY, POLL_PRIORITY, RawRule, RawStep, RawTriggers, Rule, RuleDiagnostic, RuleSet,
+    RuleSummary, RunPlan, StepSpec, StepTarget, known_triggers, line_col,
 };
-pub use runs::{AttemptView, RunDetail, RunStep, StepHistory, budget_text, cancel_run, list_runs, retry_run, show_run};
+pub use runs::{
+    AttemptView, RunDetail, RunStep, StepHistory, budget_text, cancel_run, list_runs, retry_run,
+    show_run,
+};
 pub use template::{Template, TemplateError};
-pub use worker::{Backoff, DELIVERY_HEADER, SIGNATURE_HEADER, SecretSource, Worker, WorkerConfig, sign};
+pub use worker::{
+    Backoff, DELIVERY_HEADER, SIGNATURE_HEADER, SecretSource, Worker, WorkerConfig, sign,
+};

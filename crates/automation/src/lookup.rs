@@ -36,7 +36,13 @@ pub struct LookupPlan<'a> {
 
 /// Lookups this crate adds where the built-in definition declares none:
 /// (resource, create operation, list operation, matches, renamed list parameters).
-type ExtraLookup = (&'static str, &'static str, &'static str, &'static [(&'static str, &'static str)], &'static [(&'static str, &'static str)]);
+type ExtraLookup = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    &'static [(&'static str, &'static str)],
+);
 const EXTRA_LOOKUPS: &[ExtraLookup] = &[(
     "project_users",
     "create",
@@ -47,7 +53,11 @@ const EXTRA_LOOKUPS: &[ExtraLookup] = &[(
 
 impl<'a> LookupPlan<'a> {
     /// The lookup for `resource.operation`, if there is a way to check.
-    pub fn for_operation(connector: &'a Connector, resource: &str, operation: &'a Operation) -> Option<Self> {
+    pub fn for_operation(
+        connector: &'a Connector,
+        resource: &str,
+        operation: &'a Operation,
+    ) -> Option<Self> {
         let res = connector.resource(resource)?;
         if let Some(l) = &operation.lookup {
             return Some(Self {
@@ -57,12 +67,20 @@ impl<'a> LookupPlan<'a> {
                 renames: Vec::new(),
             });
         }
-        let (_, _, list, matches, renames) = EXTRA_LOOKUPS.iter().find(|(r, o, ..)| *r == resource && *o == operation.name)?;
+        let (_, _, list, matches, renames) = EXTRA_LOOKUPS
+            .iter()
+            .find(|(r, o, ..)| *r == resource && *o == operation.name)?;
         Some(Self {
             resource: res,
             list: res.operation(list)?,
-            matches: matches.iter().map(|(f, p)| ((*f).to_owned(), (*p).to_owned())).collect(),
-            renames: renames.iter().map(|(l, c)| ((*l).to_owned(), (*c).to_owned())).collect(),
+            matches: matches
+                .iter()
+                .map(|(f, p)| ((*f).to_owned(), (*p).to_owned()))
+                .collect(),
+            renames: renames
+                .iter()
+                .map(|(l, c)| ((*l).to_owned(), (*c).to_owned()))
+                .collect(),
         })
     }
 
@@ -73,13 +91,21 @@ impl<'a> LookupPlan<'a> {
 
     /// Lists and returns the raw item whose fields equal the create's parameters, if any.
     /// `create_params` are the create's resolved parameters (defaults applied).
-    pub async fn find(&self, client: &Client, create_params: &Params) -> Result<Option<Value>, LookupError> {
+    pub async fn find(
+        &self,
+        client: &Client,
+        create_params: &Params,
+    ) -> Result<Option<Value>, LookupError> {
         let mut wanted = Vec::new();
         for (field, param) in &self.matches {
             match create_params.get(param) {
                 Some(v) if !v.is_null() => wanted.push((field.as_str(), v)),
                 // Without the key value nothing can be matched; treat as "cannot check".
-                _ => return Err(LookupError::NoKey { param: param.clone() }),
+                _ => {
+                    return Err(LookupError::NoKey {
+                        param: param.clone(),
+                    });
+                }
             }
         }
         let mut list_params = Params::new();
@@ -90,7 +116,13 @@ impl<'a> LookupPlan<'a> {
         }
         for (list_param, create_param) in &self.renames {
             if let Some(v) = create_params.get(create_param) {
-                let v = if self.list.param(list_param).is_some_and(|s| matches!(s.ty, toggl_connect_definition::ParamType::IntegerArray | toggl_connect_definition::ParamType::Array)) {
+                let v = if self.list.param(list_param).is_some_and(|s| {
+                    matches!(
+                        s.ty,
+                        toggl_connect_definition::ParamType::IntegerArray
+                            | toggl_connect_definition::ParamType::Array
+                    )
+                }) {
                     Value::Array(vec![v.clone()])
                 } else {
                     v.clone()
@@ -98,10 +130,15 @@ impl<'a> LookupPlan<'a> {
                 list_params.insert(list_param.clone(), v);
             }
         }
-        let rendered = self.list.render(&list_params).map_err(|e| LookupError::Render(e.to_string()))?;
+        let rendered = self
+            .list
+            .render(&list_params)
+            .map_err(|e| LookupError::Render(e.to_string()))?;
         let is_match = |item: &Value| {
             let record = self.resource.flatten(item);
-            wanted.iter().all(|(field, value)| record.get(*field).is_some_and(|r| same(r, value)))
+            wanted
+                .iter()
+                .all(|(field, value)| record.get(*field).is_some_and(|r| same(r, value)))
         };
         let req = to_api_request(&rendered);
         if let Some(p) = &rendered.pagination {
@@ -120,7 +157,12 @@ impl<'a> LookupPlan<'a> {
             Ok(None)
         } else {
             let resp = client.send(req).await?;
-            Ok(rendered.response.items(&resp.body).into_iter().find(|i| is_match(i)).cloned())
+            Ok(rendered
+                .response
+                .items(&resp.body)
+                .into_iter()
+                .find(|i| is_match(i))
+                .cloned())
         }
     }
 }
@@ -161,12 +203,17 @@ mod tests {
     fn declared_and_added_lookups() {
         let c = Connector::builtin();
         let tasks = c.operation("tasks", "create").expect("tasks.create");
-        let plan = LookupPlan::for_operation(c, "tasks", tasks).expect("tasks.create declares a lookup");
+        let plan =
+            LookupPlan::for_operation(c, "tasks", tasks).expect("tasks.create declares a lookup");
         assert_eq!(plan.matches, vec![("name".to_owned(), "name".to_owned())]);
-        let members = c.operation("project_users", "create").expect("project_users.create");
+        let members = c
+            .operation("project_users", "create")
+            .expect("project_users.create");
         let plan = LookupPlan::for_operation(c, "project_users", members).expect("added lookup");
         assert_eq!(plan.matches.len(), 2);
-        let entries = c.operation("time_entries", "create").expect("time_entries.create");
+        let entries = c
+            .operation("time_entries", "create")
+            .expect("time_entries.create");
         assert!(LookupPlan::for_operation(c, "time_entries", entries).is_none());
     }
 }

@@ -149,7 +149,10 @@ impl StepTarget {
     pub fn describe(&self) -> String {
         match self {
             StepTarget::Action { action } => format!("action {action}"),
-            StepTarget::Operation { resource, operation } => format!("{resource}.{operation}"),
+            StepTarget::Operation {
+                resource,
+                operation,
+            } => format!("{resource}.{operation}"),
             StepTarget::Http { .. } => "http POST".to_owned(),
         }
     }
@@ -179,7 +182,10 @@ pub struct Rule {
 impl Rule {
     /// Whether the rule runs for an event firing `triggers` with this envelope.
     pub fn matches(&self, triggers: &[&str], context: &Value) -> bool {
-        let fired = self.triggers.iter().any(|p| triggers.iter().any(|t| trigger_matches(p, t)));
+        let fired = self
+            .triggers
+            .iter()
+            .any(|p| triggers.iter().any(|t| trigger_matches(p, t)));
         fired && self.filter.as_ref().is_none_or(|f| f.matches(context))
     }
 }
@@ -215,13 +221,23 @@ pub struct RuleSummary {
 impl RuleSet {
     /// Parses and checks the `[[rules]]` of a TOML document (other top-level keys are ignored).
     pub fn parse(source: &str, connector: &Connector) -> Result<RuleSet, Vec<RuleDiagnostic>> {
-        let doc: RulesDocument = toml::from_str(source).map_err(|e| vec![toml_error(source, &e)])?;
+        let doc: RulesDocument =
+            toml::from_str(source).map_err(|e| vec![toml_error(source, &e)])?;
         RuleSet::compile(doc.rules, connector, source)
     }
 
     /// Checks raw rules deserialized from `source` (needed to turn spans into lines and columns).
-    pub fn compile(raw: Vec<RawRule>, connector: &Connector, source: &str) -> Result<RuleSet, Vec<RuleDiagnostic>> {
-        let mut c = Compiler { source, connector, diags: Vec::new(), known: known_triggers(connector) };
+    pub fn compile(
+        raw: Vec<RawRule>,
+        connector: &Connector,
+        source: &str,
+    ) -> Result<RuleSet, Vec<RuleDiagnostic>> {
+        let mut c = Compiler {
+            source,
+            connector,
+            diags: Vec::new(),
+            known: known_triggers(connector),
+        };
         let mut rules = Vec::new();
         let mut secrets = Vec::new();
         let mut names = BTreeSet::new();
@@ -230,7 +246,10 @@ impl RuleSet {
             if name.is_empty() {
                 c.error(r.name.span(), "a rule needs a non-empty name".to_owned());
             } else if !names.insert(name.clone()) {
-                c.error(r.name.span(), format!("rule `{name}` is defined twice; rule names must be unique"));
+                c.error(
+                    r.name.span(),
+                    format!("rule `{name}` is defined twice; rule names must be unique"),
+                );
             }
             if let Some(rule) = c.rule(&name, r, &mut secrets) {
                 rules.push(rule);
@@ -292,7 +311,9 @@ impl RuleSet {
             .map(|(var, line, column)| RuleDiagnostic {
                 line: *line,
                 column: *column,
-                message: format!("environment variable {var} (the http step's signing secret) is not set"),
+                message: format!(
+                    "environment variable {var} (the http step's signing secret) is not set"
+                ),
             })
             .collect()
     }
@@ -305,14 +326,21 @@ impl RuleSet {
                 name: r.name.clone(),
                 on: r.triggers.clone(),
                 when: r.when.clone(),
-                steps: r.steps.iter().map(|s| format!("{}: {}", s.name, s.target.describe())).collect(),
+                steps: r
+                    .steps
+                    .iter()
+                    .map(|s| format!("{}: {}", s.name, s.target.describe()))
+                    .collect(),
             })
             .collect()
     }
 }
 
 pub(crate) fn run_payload(steps: &[StepSpec]) -> Value {
-    serde_json::to_value(RunPlan { steps: steps.to_vec() }).expect("a run plan is plain JSON")
+    serde_json::to_value(RunPlan {
+        steps: steps.to_vec(),
+    })
+    .expect("a run plan is plain JSON")
 }
 
 /// Whether trigger pattern `pattern` (exact, or a prefix ending in `*`) covers `trigger`.
@@ -353,7 +381,11 @@ pub fn line_col(source: &str, offset: usize) -> (usize, usize) {
 
 fn toml_error(source: &str, e: &toml::de::Error) -> RuleDiagnostic {
     let (line, column) = e.span().map_or((1, 1), |s| line_col(source, s.start));
-    RuleDiagnostic { line, column, message: e.message().trim().to_owned() }
+    RuleDiagnostic {
+        line,
+        column,
+        message: e.message().trim().to_owned(),
+    }
 }
 
 /// TOML to JSON: datetimes become their RFC 3339 text (what Toggl takes).
@@ -361,17 +393,25 @@ pub fn toml_to_json(v: &toml::Value) -> Value {
     match v {
         toml::Value::String(s) => Value::String(s.clone()),
         toml::Value::Integer(i) => Value::from(*i),
-        toml::Value::Float(f) => serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number),
+        toml::Value::Float(f) => {
+            serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number)
+        }
         toml::Value::Boolean(b) => Value::Bool(*b),
         toml::Value::Datetime(d) => Value::String(d.to_string()),
         toml::Value::Array(items) => Value::Array(items.iter().map(toml_to_json).collect()),
-        toml::Value::Table(t) => Value::Object(t.iter().map(|(k, v)| (k.clone(), toml_to_json(v))).collect()),
+        toml::Value::Table(t) => Value::Object(
+            t.iter()
+                .map(|(k, v)| (k.clone(), toml_to_json(v)))
+                .collect(),
+        ),
     }
 }
 
 fn is_step_name(s: &str) -> bool {
     let mut chars = s.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
@@ -389,7 +429,11 @@ impl Compiler<'_> {
 
     fn error(&mut self, span: Range<usize>, message: String) {
         let (line, column) = self.at(span);
-        self.diags.push(RuleDiagnostic { line, column, message });
+        self.diags.push(RuleDiagnostic {
+            line,
+            column,
+            message,
+        });
     }
 
     /// The position of a character column inside a string value: exact for a one-line string
@@ -399,18 +443,34 @@ impl Compiler<'_> {
         let simple = (raw.starts_with('"') && !raw.starts_with("\"\"\"") && !raw.contains('\\'))
             || (raw.starts_with('\'') && !raw.starts_with("'''"));
         let (line, column) = self.at(span);
-        let column = if simple && !raw.contains('\n') { column + char_column } else { column };
-        self.diags.push(RuleDiagnostic { line, column, message });
+        let column = if simple && !raw.contains('\n') {
+            column + char_column
+        } else {
+            column
+        };
+        self.diags.push(RuleDiagnostic {
+            line,
+            column,
+            message,
+        });
     }
 
-    fn rule(&mut self, name: &str, r: RawRule, secrets: &mut Vec<(String, usize, usize)>) -> Option<Rule> {
+    fn rule(
+        &mut self,
+        name: &str,
+        r: RawRule,
+        secrets: &mut Vec<(String, usize, usize)>,
+    ) -> Option<Rule> {
         let before = self.diags.len();
         let triggers = match r.on.get_ref() {
             RawTriggers::One(t) => vec![t.clone()],
             RawTriggers::Many(ts) => ts.clone(),
         };
         if triggers.is_empty() {
-            self.error(r.on.span(), format!("rule `{name}`: `on` needs at least one trigger"));
+            self.error(
+                r.on.span(),
+                format!("rule `{name}`: `on` needs at least one trigger"),
+            );
         }
         for t in &triggers {
             let known = if let Some(prefix) = t.strip_suffix('*') {
@@ -420,7 +480,10 @@ impl Compiler<'_> {
             };
             if !known {
                 let list = self.known.iter().cloned().collect::<Vec<_>>().join(", ");
-                self.error(r.on.span(), format!("rule `{name}`: unknown trigger `{t}`; known triggers: {list}"));
+                self.error(
+                    r.on.span(),
+                    format!("rule `{name}`: unknown trigger `{t}`; known triggers: {list}"),
+                );
             }
         }
         let mut filter = None;
@@ -434,11 +497,18 @@ impl Compiler<'_> {
                     }
                     filter = Some(f);
                 }
-                Err(e) => self.inner_error(when.span(), e.column, format!("rule `{name}`: bad filter: {}", e.message)),
+                Err(e) => self.inner_error(
+                    when.span(),
+                    e.column,
+                    format!("rule `{name}`: bad filter: {}", e.message),
+                ),
             }
         }
         if r.steps.is_empty() {
-            self.error(r.name.span(), format!("rule `{name}` has no steps; add at least one `[[rules.do]]`"));
+            self.error(
+                r.name.span(),
+                format!("rule `{name}` has no steps; add at least one `[[rules.do]]`"),
+            );
         }
         let mut steps: Vec<StepSpec> = Vec::new();
         for (i, step) in r.steps.iter().enumerate() {
@@ -468,7 +538,10 @@ impl Compiler<'_> {
         let span = step.span();
         let s = step.get_ref();
         let label = |n: &str| format!("rule `{rule}`, step {} (`{n}`)", index + 1);
-        let given = [s.action.is_some(), s.operation.is_some(), s.http.is_some()].iter().filter(|b| **b).count();
+        let given = [s.action.is_some(), s.operation.is_some(), s.http.is_some()]
+            .iter()
+            .filter(|b| **b)
+            .count();
         if given != 1 {
             self.error(
                 span,
@@ -479,46 +552,101 @@ impl Compiler<'_> {
             );
             return None;
         }
-        let (target, op): (StepTarget, Option<(&Operation, Option<&toggl_connect_definition::Action>)>) =
-            if let Some(a) = &s.action {
-                let Some(action) = self.connector.action(a.get_ref()) else {
-                    let list = self.connector.actions.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(", ");
-                    self.error(a.span(), format!("rule `{rule}`, step {}: unknown action `{}`; known actions: {list}", index + 1, a.get_ref()));
-                    return None;
-                };
-                let Some(op) = self.connector.action_operation(action) else {
-                    self.error(a.span(), format!("rule `{rule}`: action `{}` has no operation", a.get_ref()));
-                    return None;
-                };
-                (StepTarget::Action { action: action.name.clone() }, Some((op, Some(action))))
-            } else if let Some(o) = &s.operation {
-                let text = o.get_ref();
-                let found = text.split_once('.').and_then(|(r, n)| self.connector.operation(r, n).map(|op| (r, n, op)));
-                let Some((resource, operation, op)) = found else {
-                    let hint = if text.contains('.') {
-                        "no such operation in the connector definition (`toggl-connect definition show` lists them)"
-                    } else {
-                        "write `<resource>.<operation>`, e.g. `tasks.create`"
-                    };
-                    self.error(o.span(), format!("rule `{rule}`, step {}: unknown operation `{text}`: {hint}", index + 1));
-                    return None;
-                };
-                (StepTarget::Operation { resource: resource.to_owned(), operation: operation.to_owned() }, Some((op, None)))
-            } else {
-                let url = s.http.as_ref().expect("counted above");
-                let ok = reqwest::Url::parse(url.get_ref()).is_ok_and(|u| matches!(u.scheme(), "http" | "https"));
-                if !ok {
-                    self.error(url.span(), format!("rule `{rule}`, step {}: `http` needs an absolute http(s) URL", index + 1));
-                }
-                if let Some(env) = &s.secret_env {
-                    let (line, column) = self.at(env.span());
-                    secrets.push((env.get_ref().clone(), line, column));
-                }
-                (StepTarget::Http { url: url.get_ref().clone(), secret_env: s.secret_env.as_ref().map(|e| e.get_ref().clone()) }, None)
+        let (target, op): (
+            StepTarget,
+            Option<(&Operation, Option<&toggl_connect_definition::Action>)>,
+        ) = if let Some(a) = &s.action {
+            let Some(action) = self.connector.action(a.get_ref()) else {
+                let list = self
+                    .connector
+                    .actions
+                    .iter()
+                    .map(|a| a.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                self.error(
+                    a.span(),
+                    format!(
+                        "rule `{rule}`, step {}: unknown action `{}`; known actions: {list}",
+                        index + 1,
+                        a.get_ref()
+                    ),
+                );
+                return None;
             };
-        if s.secret_env.is_some() && op.is_some() {
-            let env = s.secret_env.as_ref().expect("checked");
-            self.error(env.span(), format!("rule `{rule}`, step {}: `secret_env` only applies to `http` steps", index + 1));
+            let Some(op) = self.connector.action_operation(action) else {
+                self.error(
+                    a.span(),
+                    format!("rule `{rule}`: action `{}` has no operation", a.get_ref()),
+                );
+                return None;
+            };
+            (
+                StepTarget::Action {
+                    action: action.name.clone(),
+                },
+                Some((op, Some(action))),
+            )
+        } else if let Some(o) = &s.operation {
+            let text = o.get_ref();
+            let found = text
+                .split_once('.')
+                .and_then(|(r, n)| self.connector.operation(r, n).map(|op| (r, n, op)));
+            let Some((resource, operation, op)) = found else {
+                let hint = if text.contains('.') {
+                    "no such operation in the connector definition (`toggl-connect definition show` lists them)"
+                } else {
+                    "write `<resource>.<operation>`, e.g. `tasks.create`"
+                };
+                self.error(
+                    o.span(),
+                    format!(
+                        "rule `{rule}`, step {}: unknown operation `{text}`: {hint}",
+                        index + 1
+                    ),
+                );
+                return None;
+            };
+            (
+                StepTarget::Operation {
+                    resource: resource.to_owned(),
+                    operation: operation.to_owned(),
+                },
+                Some((op, None)),
+            )
+        } else {
+            let url = s.http.as_ref().expect("counted above");
+            let ok = reqwest::Url::parse(url.get_ref())
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https"));
+            if !ok {
+                self.error(
+                    url.span(),
+                    format!(
+                        "rule `{rule}`, step {}: `http` needs an absolute http(s) URL",
+                        index + 1
+                    ),
+                );
+            }
+            if let Some(env) = &s.secret_env {
+                let (line, column) = self.at(env.span());
+                secrets.push((env.get_ref().clone(), line, column));
+            }
+            (
+                StepTarget::Http {
+                    url: url.get_ref().clone(),
+                    secret_env: s.secret_env.as_ref().map(|e| e.get_ref().clone()),
+                },
+                None,
+            )
+        };
+        if let (Some(env), Some(_)) = (&s.secret_env, op) {
+            self.error(
+                env.span(),
+                format!(
+                    "rule `{rule}`, step {}: `secret_env` only applies to `http` steps",
+                    index + 1
+                ),
+            );
         }
         let name = match &s.name {
             Some(n) => {
@@ -529,13 +657,22 @@ impl Compiler<'_> {
             }
             None => match &target {
                 StepTarget::Action { action } => action.replace('-', "_"),
-                StepTarget::Operation { resource, operation } => format!("{resource}_{operation}"),
+                StepTarget::Operation {
+                    resource,
+                    operation,
+                } => format!("{resource}_{operation}"),
                 StepTarget::Http { .. } => "http".to_owned(),
             },
         };
         if earlier.contains(&name) {
             let at = s.name.as_ref().map_or(span.clone(), Spanned::span);
-            self.error(at, format!("{}: another step of this rule has the same name; give one a `name`", label(&name)));
+            self.error(
+                at,
+                format!(
+                    "{}: another step of this rule has the same name; give one a `name`",
+                    label(&name)
+                ),
+            );
         }
         let earlier_refs: Vec<&str> = earlier.iter().map(String::as_str).collect();
         let mut with = Map::new();
@@ -545,14 +682,28 @@ impl Compiler<'_> {
                 Ok(t) => {
                     for p in t.paths() {
                         if let Err(msg) = check_path(p, &earlier_refs, true) {
-                            self.error(value.span(), format!("{}: parameter `{key}`: {msg}", label(&name)));
+                            self.error(
+                                value.span(),
+                                format!("{}: parameter `{key}`: {msg}", label(&name)),
+                            );
                         }
                     }
                     if let Some((op, _)) = op {
                         match op.param(key) {
                             None => {
-                                let known = op.params.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ");
-                                self.error(value.span(), format!("{}: unknown parameter `{key}`; known: {known}", label(&name)));
+                                let known = op
+                                    .params
+                                    .iter()
+                                    .map(|p| p.name.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(", ");
+                                self.error(
+                                    value.span(),
+                                    format!(
+                                        "{}: unknown parameter `{key}`; known: {known}",
+                                        label(&name)
+                                    ),
+                                );
                             }
                             Some(spec) => {
                                 if let Some(lit) = t.as_literal() {
@@ -564,12 +715,18 @@ impl Compiler<'_> {
                         }
                     }
                 }
-                Err(e) => self.error(value.span(), format!("{}: parameter `{key}`: {e}", label(&name))),
+                Err(e) => self.error(
+                    value.span(),
+                    format!("{}: parameter `{key}`: {e}", label(&name)),
+                ),
             }
             with.insert(key.clone(), json);
         }
-        if let (Some((op, action)), StepTarget::Action { .. } | StepTarget::Operation { .. }) = (op, &target) {
-            let provided = |p: &str| with.contains_key(p) || action.is_some_and(|a| a.defaults.contains(p));
+        if let (Some((op, action)), StepTarget::Action { .. } | StepTarget::Operation { .. }) =
+            (op, &target)
+        {
+            let provided =
+                |p: &str| with.contains_key(p) || action.is_some_and(|a| a.defaults.contains(p));
             let mut missing: Vec<String> = op
                 .params
                 .iter()
@@ -577,7 +734,11 @@ impl Compiler<'_> {
                 .map(|p| p.name.clone())
                 .collect();
             if let Some(a) = action {
-                missing.extend(a.required.iter().filter(|r| !provided(r) && !missing.contains(r)).cloned());
+                for r in &a.required {
+                    if !provided(r) && !missing.contains(r) {
+                        missing.push(r.clone());
+                    }
+                }
             }
             if !missing.is_empty() {
                 self.error(
@@ -592,7 +753,13 @@ impl Compiler<'_> {
                 );
             }
         } else if !s.with.is_empty() {
-            self.error(span, format!("{}: `with` does not apply to `http` steps (they POST the event as received)", label(&name)));
+            self.error(
+                span,
+                format!(
+                    "{}: `with` does not apply to `http` steps (they POST the event as received)",
+                    label(&name)
+                ),
+            );
         }
         Some(StepSpec { name, target, with })
     }

@@ -122,7 +122,12 @@ pub struct RunDetail {
 
 /// Step jobs matching `filter`, ordered by id.
 pub async fn list_runs(store: &Store, filter: JobFilter) -> Result<Vec<RunStep>, StoreError> {
-    Ok(store.list_jobs(filter).await?.iter().map(RunStep::from).collect())
+    Ok(store
+        .list_jobs(filter)
+        .await?
+        .iter()
+        .map(RunStep::from)
+        .collect())
 }
 
 /// The run that job `job_id` belongs to; `None` when there is no such job.
@@ -133,16 +138,28 @@ pub async fn show_run(store: &Store, job_id: i64) -> Result<Option<RunDetail>, S
     let job = detail.job;
     let event = store.get_event(job.event_row_id).await?;
     let jobs = store
-        .list_jobs(JobFilter { event_row_id: Some(job.event_row_id), rule: Some(job.rule.clone()), ..JobFilter::default() })
+        .list_jobs(JobFilter {
+            event_row_id: Some(job.event_row_id),
+            rule: Some(job.rule.clone()),
+            ..JobFilter::default()
+        })
         .await?;
     let mut steps = Vec::new();
     for j in &jobs {
-        let history = store.get_job(j.id).await?.map(|d| d.attempts.iter().map(AttemptView::from).collect()).unwrap_or_default();
+        let history = store
+            .get_job(j.id)
+            .await?
+            .map(|d| d.attempts.iter().map(AttemptView::from).collect())
+            .unwrap_or_default();
         let result = j.result.clone().map(|mut v| {
             redact(&mut v);
             v
         });
-        steps.push(StepHistory { step: RunStep::from(j), history, result });
+        steps.push(StepHistory {
+            step: RunStep::from(j),
+            history,
+            result,
+        });
     }
     steps.sort_by_key(|s| (s.step.step_index, s.step.job_id));
     Ok(Some(RunDetail {
@@ -180,12 +197,21 @@ pub fn budget_text(client: &Client, config: &WorkerConfig) -> String {
     );
     let scopes = client.budget_snapshot();
     if scopes.is_empty() {
-        out.push_str("\nquota scopes: none seen yet (the first request of each scope learns its quota)");
+        out.push_str(
+            "\nquota scopes: none seen yet (the first request of each scope learns its quota)",
+        );
     }
     for s in scopes {
-        let remaining = s.remaining.map_or_else(|| "unknown".to_owned(), |r| r.to_string());
-        let resets = s.resets_in.map_or_else(String::new, |d| format!(", resets in {}s", d.as_secs()));
-        out.push_str(&format!("\n{}: {remaining} request(s) left{resets}", s.scope));
+        let remaining = s
+            .remaining
+            .map_or_else(|| "unknown".to_owned(), |r| r.to_string());
+        let resets = s
+            .resets_in
+            .map_or_else(String::new, |d| format!(", resets in {}s", d.as_secs()));
+        out.push_str(&format!(
+            "\n{}: {remaining} request(s) left{resets}",
+            s.scope
+        ));
     }
     out
 }

@@ -111,7 +111,12 @@ impl Template {
                     _ => Template::Text(pieces.into_iter().map(TemplateText::from).collect()),
                 }
             }
-            Value::Array(items) => Template::Array(items.iter().map(Template::parse).collect::<Result<_, _>>()?),
+            Value::Array(items) => Template::Array(
+                items
+                    .iter()
+                    .map(Template::parse)
+                    .collect::<Result<_, _>>()?,
+            ),
             Value::Object(map) => Template::Object(
                 map.iter()
                     .map(|(k, v)| Ok((k.clone(), Template::parse(v)?)))
@@ -168,7 +173,9 @@ impl Template {
                     .collect();
                 Some(Value::Object(map))
             }
-            Template::Array(items) => Some(Value::Array(items.iter().filter_map(|t| t.render(context)).collect())),
+            Template::Array(items) => Some(Value::Array(
+                items.iter().filter_map(|t| t.render(context)).collect(),
+            )),
         }
     }
 }
@@ -179,9 +186,11 @@ pub fn value_as_text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         Value::Null => String::new(),
-        Value::Array(items) if items.iter().all(|i| !i.is_array() && !i.is_object()) => {
-            items.iter().map(value_as_text).collect::<Vec<_>>().join(",")
-        }
+        Value::Array(items) if items.iter().all(|i| !i.is_array() && !i.is_object()) => items
+            .iter()
+            .map(value_as_text)
+            .collect::<Vec<_>>()
+            .join(","),
         other => other.to_string(),
     }
 }
@@ -203,7 +212,9 @@ pub fn check_path(path: &Path, earlier: &[&str], allow_steps: bool) -> Result<()
             }),
             _ => Err(format!("`{path}`: write `steps.<step name>.<field>`")),
         },
-        Some("steps") => Err(format!("`{path}`: a filter runs before any step, so it can only read `event`")),
+        Some("steps") => Err(format!(
+            "`{path}`: a filter runs before any step, so it can only read `event`"
+        )),
         Some(other) => Err(format!(
             "`{path}`: unknown root `{other}`; templates read `event` (the Toggl event) or `steps.<name>` (an earlier step's result)"
         )),
@@ -231,15 +242,29 @@ mod tests {
     #[test]
     fn whole_placeholder_keeps_the_type() {
         assert_eq!(render(json!("{{event.payload.id}}")), Some(json!(42)));
-        assert_eq!(render(json!("{{ steps.create_task.active }}")), Some(json!(true)));
-        assert_eq!(render(json!("{{event.payload.tags}}")), Some(json!(["a", "b"])));
+        assert_eq!(
+            render(json!("{{ steps.create_task.active }}")),
+            Some(json!(true))
+        );
+        assert_eq!(
+            render(json!("{{event.payload.tags}}")),
+            Some(json!(["a", "b"]))
+        );
         assert_eq!(render(json!("{{event.payload.pid}}")), Some(Value::Null));
     }
 
     #[test]
     fn placeholder_in_text_is_text() {
-        assert_eq!(render(json!("Kickoff: {{event.payload.name}} #{{event.payload.id}}")), Some(json!("Kickoff: Apollo #42")));
-        assert_eq!(render(json!("tags={{event.payload.tags}}")), Some(json!("tags=a,b")));
+        assert_eq!(
+            render(json!(
+                "Kickoff: {{event.payload.name}} #{{event.payload.id}}"
+            )),
+            Some(json!("Kickoff: Apollo #42"))
+        );
+        assert_eq!(
+            render(json!("tags={{event.payload.tags}}")),
+            Some(json!("tags=a,b"))
+        );
         assert_eq!(render(json!("x{{event.payload.pid}}y")), Some(json!("xy")));
     }
 
@@ -248,7 +273,9 @@ mod tests {
         assert_eq!(render(json!("{{event.payload.nope}}")), None);
         assert_eq!(render(json!("a {{event.payload.nope}}")), None);
         assert_eq!(
-            render(json!({"a": "{{event.payload.nope}}", "b": "{{event.payload.id}}", "c": ["{{event.nope}}", 1]})),
+            render(
+                json!({"a": "{{event.payload.nope}}", "b": "{{event.payload.id}}", "c": ["{{event.nope}}", 1]})
+            ),
             Some(json!({"b": 42, "c": [1]}))
         );
     }
@@ -257,26 +284,61 @@ mod tests {
     fn literals_pass_through() {
         assert_eq!(render(json!(5)), Some(json!(5)));
         assert_eq!(render(json!("plain {text}")), Some(json!("plain {text}")));
-        assert_eq!(Template::parse(&json!("x")).expect("parses").as_literal(), Some(json!("x")));
-        assert_eq!(Template::parse(&json!("{{event.a}}")).expect("parses").as_literal(), None);
+        assert_eq!(
+            Template::parse(&json!("x")).expect("parses").as_literal(),
+            Some(json!("x"))
+        );
+        assert_eq!(
+            Template::parse(&json!("{{event.a}}"))
+                .expect("parses")
+                .as_literal(),
+            None
+        );
     }
 
     #[test]
     fn bad_placeholders_are_errors() {
-        assert!(Template::parse(&json!("{{event.payload.id")).expect_err("unclosed").message.contains("unclosed"));
-        assert!(Template::parse(&json!("{{ }}")).expect_err("empty").message.contains("empty"));
-        assert!(Template::parse(&json!("{{event..id}}")).expect_err("bad path").message.contains("bad placeholder"));
+        assert!(
+            Template::parse(&json!("{{event.payload.id"))
+                .expect_err("unclosed")
+                .message
+                .contains("unclosed")
+        );
+        assert!(
+            Template::parse(&json!("{{ }}"))
+                .expect_err("empty")
+                .message
+                .contains("empty")
+        );
+        assert!(
+            Template::parse(&json!("{{event..id}}"))
+                .expect_err("bad path")
+                .message
+                .contains("bad placeholder")
+        );
     }
 
     #[test]
     fn paths_are_checked_against_earlier_steps() {
         let p = Path::parse("steps.create_task.id").expect("path");
         assert!(check_path(&p, &["create_task"], true).is_ok());
-        assert!(check_path(&p, &[], true).expect_err("no earlier").contains("no step runs before"));
-        assert!(check_path(&p, &["other"], true).expect_err("not earlier").contains("not an earlier step"));
+        assert!(
+            check_path(&p, &[], true)
+                .expect_err("no earlier")
+                .contains("no step runs before")
+        );
+        assert!(
+            check_path(&p, &["other"], true)
+                .expect_err("not earlier")
+                .contains("not an earlier step")
+        );
         assert!(check_path(&p, &["create_task"], false).is_err());
         let p = Path::parse("evnt.payload.id").expect("path");
-        assert!(check_path(&p, &[], true).expect_err("root").contains("unknown root `evnt`"));
+        assert!(
+            check_path(&p, &[], true)
+                .expect_err("root")
+                .contains("unknown root `evnt`")
+        );
     }
 
     proptest! {

@@ -26,12 +26,12 @@ use hmac::{Hmac, Mac};
 use rand::Rng as _;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
-use tokio::sync::{Notify, Semaphore};
-use tokio::task::{JoinHandle, JoinSet};
-use tokio_util::sync::CancellationToken;
 use toggl_connect_client::{ApiRequest, Client, ClientError, QuotaScope};
 use toggl_connect_definition::{Connector, Operation, Params, RenderedRequest};
 use toggl_connect_store::{AttemptOutcome, AttemptRecord, Job, NewJob, Store, StoreError};
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
 
 use crate::lookup::{LookupError, LookupPlan};
 use crate::request::to_api_request;
@@ -54,7 +54,10 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Self { base: Duration::from_secs(2), max: Duration::from_secs(15 * 60) }
+        Self {
+            base: Duration::from_secs(2),
+            max: Duration::from_secs(15 * 60),
+        }
     }
 }
 
@@ -62,7 +65,9 @@ impl Backoff {
     /// The delay after `failures` failures (1 = the first): `base * 2^(failures-1)`, capped at
     /// `max`, with "equal jitter" (half fixed, half random) so retries of many jobs spread out.
     pub fn delay(&self, failures: u32) -> Duration {
-        let exp = self.base.saturating_mul(2u32.saturating_pow(failures.saturating_sub(1).min(20)));
+        let exp = self
+            .base
+            .saturating_mul(2u32.saturating_pow(failures.saturating_sub(1).min(20)));
         let capped = exp.min(self.max);
         let half = capped / 2;
         half + half.mul_f64(rand::thread_rng().gen_range(0.0..=1.0))
@@ -93,7 +98,9 @@ pub struct WorkerConfig {
 
 /// Reads `http` step signing secrets by variable name.
 #[derive(Clone)]
-pub struct SecretSource(Arc<dyn Fn(&str) -> Option<String> + Send + Sync>);
+pub struct SecretSource(Arc<SecretFn>);
+
+type SecretFn = dyn Fn(&str) -> Option<String> + Send + Sync;
 
 impl SecretSource {
     /// Secrets from the process environment.
@@ -141,7 +148,9 @@ pub struct Worker {
 
 impl std::fmt::Debug for Worker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Worker").field("config", &self.inner.config).finish_non_exhaustive()
+        f.debug_struct("Worker")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -177,14 +186,26 @@ impl Worker {
     ///
     /// Jobs carry their rule's steps ([`RunPlan`]), so the worker needs no rule set: a run
     /// finishes with the steps it started with even if the rules are edited meanwhile.
-    pub fn new(store: Store, client: Client, connector: Arc<Connector>, config: WorkerConfig) -> Result<Self, reqwest::Error> {
+    pub fn new(
+        store: Store,
+        client: Client,
+        connector: Arc<Connector>,
+        config: WorkerConfig,
+    ) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .timeout(config.http_timeout)
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("toggl-connect/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(Self {
-            inner: Arc::new(Inner { store, client, connector, config, notify: Arc::new(Notify::new()), http }),
+            inner: Arc::new(Inner {
+                store,
+                client,
+                connector,
+                config,
+                notify: Arc::new(Notify::new()),
+                http,
+            }),
         })
     }
 
@@ -216,11 +237,18 @@ impl Worker {
             let mut failed = false;
             if free > 0 {
                 let limit = u32::try_from(free).unwrap_or(u32::MAX);
-                match inner.store.claim_jobs(&inner.config.worker_id, limit, inner.config.lease).await {
+                match inner
+                    .store
+                    .claim_jobs(&inner.config.worker_id, limit, inner.config.lease)
+                    .await
+                {
                     Ok(jobs) => {
                         claimed = jobs.len();
                         for job in jobs {
-                            let permit = Arc::clone(&slots).acquire_owned().await.expect("the semaphore is never closed");
+                            let permit = Arc::clone(&slots)
+                                .acquire_owned()
+                                .await
+                                .expect("the semaphore is never closed");
                             let worker = self.clone();
                             tasks.spawn(async move {
                                 worker.run_job(job).await;
@@ -278,29 +306,66 @@ impl Worker {
     async fn attempt(&self, job: &Job, trace: &mut Trace) -> Outcome {
         let plan: RunPlan = match serde_json::from_value(job.payload.clone()) {
             Ok(p) => p,
-            Err(e) => return Outcome::Fatal { error: format!("the job's payload is not a run plan: {e}") },
+            Err(e) => {
+                return Outcome::Fatal {
+                    error: format!("the job's payload is not a run plan: {e}"),
+                };
+            }
         };
-        let Some(step) = usize::try_from(job.step_index).ok().and_then(|i| plan.steps.get(i)) else {
-            return Outcome::Fatal { error: format!("the run plan has no step {}", job.step_index) };
+        let Some(step) = usize::try_from(job.step_index)
+            .ok()
+            .and_then(|i| plan.steps.get(i))
+        else {
+            return Outcome::Fatal {
+                error: format!("the run plan has no step {}", job.step_index),
+            };
         };
         let event = match self.inner.store.get_event(job.event_row_id).await {
             Ok(Some(e)) => e,
-            Ok(None) => return Outcome::Fatal { error: format!("event {} is gone", job.event_row_id) },
-            Err(e) => return Outcome::Retry { error: format!("store: {e}") },
+            Ok(None) => {
+                return Outcome::Fatal {
+                    error: format!("event {} is gone", job.event_row_id),
+                };
+            }
+            Err(e) => {
+                return Outcome::Retry {
+                    error: format!("store: {e}"),
+                };
+            }
         };
         if let StepTarget::Http { url, secret_env } = &step.target {
-            return self.http_step(job, url, secret_env.as_deref(), &event.envelope, trace).await;
+            return self
+                .http_step(job, url, secret_env.as_deref(), &event.envelope, trace)
+                .await;
         }
         let envelope: Value = serde_json::from_str(&event.envelope).unwrap_or(Value::Null);
-        let steps = match self.inner.store.step_results_for_event(job.event_row_id, &job.rule).await {
-            Ok(results) => results.into_iter().map(|r| (r.step_name, r.result)).collect::<Map<_, _>>(),
-            Err(e) => return Outcome::Retry { error: format!("store: {e}") },
+        let steps = match self
+            .inner
+            .store
+            .step_results_for_event(job.event_row_id, &job.rule)
+            .await
+        {
+            Ok(results) => results
+                .into_iter()
+                .map(|r| (r.step_name, r.result))
+                .collect::<Map<_, _>>(),
+            Err(e) => {
+                return Outcome::Retry {
+                    error: format!("store: {e}"),
+                };
+            }
         };
         let context = json!({ "event": envelope, "steps": steps });
         self.api_step(job, step, &context, trace).await
     }
 
-    async fn api_step(&self, job: &Job, step: &StepSpec, context: &Value, trace: &mut Trace) -> Outcome {
+    async fn api_step(
+        &self,
+        job: &Job,
+        step: &StepSpec,
+        context: &Value,
+        trace: &mut Trace,
+    ) -> Outcome {
         let connector = &self.inner.connector;
         let mut given = Params::new();
         for (key, value) in &step.with {
@@ -310,22 +375,35 @@ impl Worker {
                         given.insert(key.clone(), v);
                     }
                 }
-                Err(e) => return Outcome::Fatal { error: format!("parameter `{key}`: {e}") },
+                Err(e) => {
+                    return Outcome::Fatal {
+                        error: format!("parameter `{key}`: {e}"),
+                    };
+                }
             }
         }
         let (resource, op, params) = match &step.target {
             StepTarget::Action { action } => {
                 let Some(a) = connector.action(action) else {
-                    return Outcome::Fatal { error: format!("the connector has no action `{action}`") };
+                    return Outcome::Fatal {
+                        error: format!("the connector has no action `{action}`"),
+                    };
                 };
                 let Some(op) = connector.action_operation(a) else {
-                    return Outcome::Fatal { error: format!("action `{action}` has no operation") };
+                    return Outcome::Fatal {
+                        error: format!("action `{action}` has no operation"),
+                    };
                 };
                 (a.resource.as_str(), op, a.defaults.merged(&given))
             }
-            StepTarget::Operation { resource, operation } => {
+            StepTarget::Operation {
+                resource,
+                operation,
+            } => {
                 let Some(op) = connector.operation(resource, operation) else {
-                    return Outcome::Fatal { error: format!("the connector has no operation `{resource}.{operation}`") };
+                    return Outcome::Fatal {
+                        error: format!("the connector has no operation `{resource}.{operation}`"),
+                    };
                 };
                 (resource.as_str(), op, given)
             }
@@ -338,10 +416,13 @@ impl Worker {
         };
         let req = to_api_request(&rendered);
         if let Some(until) = self.quota_wait(&req) {
-            return Outcome::WaitQuota { until, error: "the token's quota is spent; waiting for the reset".into() };
+            return Outcome::WaitQuota {
+                until,
+                error: "the token's quota is spent; waiting for the reset".into(),
+            };
         }
         if !req.idempotent {
-            if job.sent_fingerprint.is_some() {
+            if needs_check(job) {
                 match self.check_created(resource, op, &params, trace).await {
                     Ok(Some(found)) => return Outcome::Done { result: found },
                     Ok(None) => {}
@@ -350,12 +431,23 @@ impl Worker {
                 trace.request = Some(format!("{} {}", op.method, op.path));
             }
             let fingerprint = fingerprint(&req);
-            match self.inner.store.mark_sent(job.id, &self.inner.config.worker_id, fingerprint).await {
+            match self
+                .inner
+                .store
+                .mark_sent(job.id, &self.inner.config.worker_id, fingerprint)
+                .await
+            {
                 Ok(()) => {}
                 Err(StoreError::LeaseLost { .. }) => return Outcome::LeaseLost,
-                Err(e) => return Outcome::Retry { error: format!("store: {e}") },
+                Err(e) => {
+                    return Outcome::Retry {
+                        error: format!("store: {e}"),
+                    };
+                }
             }
         }
+        let idempotent = req.idempotent;
+        let fingerprint = fingerprint(&req);
         match self.inner.client.send(req).await {
             Ok(resp) => {
                 trace.status = Some(resp.status.as_u16());
@@ -363,6 +455,20 @@ impl Worker {
             }
             Err(e) => {
                 trace.status = e.status();
+                if !idempotent && certainly_not_applied(&e) {
+                    // Overwrite the mark so the next attempt sends without a lookup (which would
+                    // spend another request of a quota that is just spent). If this write fails,
+                    // the next attempt looks up first: safe, one request dearer.
+                    let unsent = format!("{UNSENT_PREFIX}{fingerprint}");
+                    if let Err(err) = self
+                        .inner
+                        .store
+                        .mark_sent(job.id, &self.inner.config.worker_id, unsent)
+                        .await
+                    {
+                        tracing::debug!(job_id = job.id, error = %err, "could not clear the sent mark");
+                    }
+                }
                 classify(&e)
             }
         }
@@ -370,7 +476,13 @@ impl Worker {
 
     /// For a create that may already have happened: `Ok(Some(record))` when it did, `Ok(None)`
     /// when it certainly did not, `Err(outcome)` when that cannot be told now.
-    async fn check_created(&self, resource: &str, op: &Operation, params: &Params, trace: &mut Trace) -> Result<Option<Value>, Outcome> {
+    async fn check_created(
+        &self,
+        resource: &str,
+        op: &Operation,
+        params: &Params,
+        trace: &mut Trace,
+    ) -> Result<Option<Value>, Outcome> {
         let Some(plan) = LookupPlan::for_operation(&self.inner.connector, resource, op) else {
             return Err(Outcome::Fatal {
                 error: format!(
@@ -380,7 +492,9 @@ impl Worker {
                 ),
             });
         };
-        let resolved = op.resolve(params).map_err(|e| Outcome::Fatal { error: e.to_string() })?;
+        let resolved = op.resolve(params).map_err(|e| Outcome::Fatal {
+            error: e.to_string(),
+        })?;
         trace.request = Some(format!("lookup: {}", plan.describe()));
         match plan.find(&self.inner.client, &resolved).await {
             Ok(found) => {
@@ -391,7 +505,9 @@ impl Worker {
                 trace.status = e.status();
                 Err(classify(&e))
             }
-            Err(e) => Err(Outcome::Fatal { error: format!("an earlier attempt may have taken effect; cannot check: {e}") }),
+            Err(e) => Err(Outcome::Fatal {
+                error: format!("an earlier attempt may have taken effect; cannot check: {e}"),
+            }),
         }
     }
 
@@ -402,7 +518,9 @@ impl Worker {
             return None;
         }
         let key = match req.scope {
-            QuotaScope::Workspace(w) => budget.workspace_org(w).map_or(req.scope, QuotaScope::Organization),
+            QuotaScope::Workspace(w) => budget
+                .workspace_org(w)
+                .map_or(req.scope, QuotaScope::Organization),
             other => other,
         };
         let resets_in = budget
@@ -411,10 +529,21 @@ impl Worker {
             .find(|s| s.scope == key)
             .and_then(|s| s.resets_in)
             .unwrap_or(Duration::from_secs(1));
-        Some(Utc::now() + chrono::Duration::from_std(resets_in).unwrap_or_else(|_| chrono::Duration::seconds(1)))
+        Some(
+            Utc::now()
+                + chrono::Duration::from_std(resets_in)
+                    .unwrap_or_else(|_| chrono::Duration::seconds(1)),
+        )
     }
 
-    async fn http_step(&self, job: &Job, url: &str, secret_env: Option<&str>, envelope: &str, trace: &mut Trace) -> Outcome {
+    async fn http_step(
+        &self,
+        job: &Job,
+        url: &str,
+        secret_env: Option<&str>,
+        envelope: &str,
+        trace: &mut Trace,
+    ) -> Outcome {
         trace.request = Some(format!("POST {}", display_url(url)));
         let mut req = self
             .inner
@@ -425,7 +554,9 @@ impl Worker {
             .body(envelope.to_owned());
         if let Some(var) = secret_env {
             let Some(secret) = self.inner.config.secrets.get(var) else {
-                return Outcome::Fatal { error: format!("environment variable {var} (the signing secret) is not set") };
+                return Outcome::Fatal {
+                    error: format!("environment variable {var} (the signing secret) is not set"),
+                };
             };
             req = req.header(SIGNATURE_HEADER, sign(&secret, envelope.as_bytes()));
         }
@@ -434,14 +565,22 @@ impl Worker {
                 let status = resp.status();
                 trace.status = Some(status.as_u16());
                 if status.is_success() {
-                    Outcome::Done { result: json!({ "status": status.as_u16() }) }
+                    Outcome::Done {
+                        result: json!({ "status": status.as_u16() }),
+                    }
                 } else if status.is_server_error() || matches!(status.as_u16(), 408 | 429) {
-                    Outcome::Retry { error: format!("{} answered {status}", display_url(url)) }
+                    Outcome::Retry {
+                        error: format!("{} answered {status}", display_url(url)),
+                    }
                 } else {
-                    Outcome::Fatal { error: format!("{} answered {status}", display_url(url)) }
+                    Outcome::Fatal {
+                        error: format!("{} answered {status}", display_url(url)),
+                    }
                 }
             }
-            Err(e) => Outcome::Retry { error: format!("could not reach {}: {}", display_url(url), e.without_url()) },
+            Err(e) => Outcome::Retry {
+                error: format!("could not reach {}: {}", display_url(url), e.without_url()),
+            },
         }
     }
 
@@ -451,13 +590,19 @@ impl Worker {
         let store = &inner.store;
         let (attempt_outcome, error, transition) = match outcome {
             Outcome::LeaseLost => {
-                tracing::warn!(job_id = job.id, "lost the lease; another worker has the job");
+                tracing::warn!(
+                    job_id = job.id,
+                    "lost the lease; another worker has the job"
+                );
                 return;
             }
             Outcome::Done { result } => {
                 let followups = next_step(job);
                 let has_next = !followups.is_empty();
-                let r = store.complete_job_with_followups(job.id, worker, result, followups).await.map(|_| ());
+                let r = store
+                    .complete_job_with_followups(job.id, worker, result, followups)
+                    .await
+                    .map(|_| ());
                 if has_next {
                     inner.notify.notify_one();
                 }
@@ -465,23 +610,41 @@ impl Worker {
             }
             Outcome::WaitQuota { until, error } => {
                 tracing::info!(job_id = job.id, until = %until, "quota spent; job waits for the reset");
-                (AttemptOutcome::WaitingQuota, Some(error.clone()), store.retry_job_later(job.id, worker, until, &error).await)
+                (
+                    AttemptOutcome::WaitingQuota,
+                    Some(error.clone()),
+                    store.retry_job_later(job.id, worker, until, &error).await,
+                )
             }
             Outcome::Fatal { error } => {
                 tracing::warn!(job_id = job.id, rule = %job.rule, step = %job.step_name, error = %error, "step failed; dead-lettered");
-                (AttemptOutcome::Dead, Some(error.clone()), store.dead_letter(job.id, worker, &error).await)
+                (
+                    AttemptOutcome::Dead,
+                    Some(error.clone()),
+                    store.dead_letter(job.id, worker, &error).await,
+                )
             }
             Outcome::Retry { error } => {
                 let failures = self.failures(job).await + 1;
                 if failures >= inner.config.max_attempts {
                     let error = format!("gave up after {failures} attempts: {error}");
                     tracing::warn!(job_id = job.id, rule = %job.rule, step = %job.step_name, error = %error, "step dead-lettered");
-                    (AttemptOutcome::Dead, Some(error.clone()), store.dead_letter(job.id, worker, &error).await)
+                    (
+                        AttemptOutcome::Dead,
+                        Some(error.clone()),
+                        store.dead_letter(job.id, worker, &error).await,
+                    )
                 } else {
                     let delay = inner.config.backoff.delay(failures);
-                    let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_else(|_| chrono::Duration::seconds(60));
+                    let at = Utc::now()
+                        + chrono::Duration::from_std(delay)
+                            .unwrap_or_else(|_| chrono::Duration::seconds(60));
                     tracing::info!(job_id = job.id, failures, delay_ms = delay.as_millis(), error = %error, "step failed; will retry");
-                    (AttemptOutcome::Retry, Some(error.clone()), store.retry_job_later(job.id, worker, at, &error).await)
+                    (
+                        AttemptOutcome::Retry,
+                        Some(error.clone()),
+                        store.retry_job_later(job.id, worker, at, &error).await,
+                    )
                 }
             }
         };
@@ -509,7 +672,11 @@ impl Worker {
     async fn failures(&self, job: &Job) -> u32 {
         match self.inner.store.get_job(job.id).await {
             Ok(Some(detail)) => {
-                let n = detail.attempts.iter().filter(|a| matches!(a.outcome, AttemptOutcome::Retry | AttemptOutcome::Dead)).count();
+                let n = detail
+                    .attempts
+                    .iter()
+                    .filter(|a| matches!(a.outcome, AttemptOutcome::Retry | AttemptOutcome::Dead))
+                    .count();
                 u32::try_from(n).unwrap_or(u32::MAX)
             }
             _ => job.attempts.saturating_sub(1),
@@ -517,10 +684,17 @@ impl Worker {
     }
 }
 
-fn render(connector: &Connector, step: &StepSpec, op: &Operation, params: &Params) -> Result<RenderedRequest, String> {
+fn render(
+    connector: &Connector,
+    step: &StepSpec,
+    op: &Operation,
+    params: &Params,
+) -> Result<RenderedRequest, String> {
     let result = match &step.target {
         StepTarget::Action { action } => {
-            let a = connector.action(action).ok_or_else(|| format!("the connector has no action `{action}`"))?;
+            let a = connector
+                .action(action)
+                .ok_or_else(|| format!("the connector has no action `{action}`"))?;
             // `params` already holds the action's defaults.
             connector.render_action(a, params)
         }
@@ -549,14 +723,46 @@ fn next_step(job: &Job) -> Vec<NewJob> {
         .collect()
 }
 
+/// Prefix of a sent mark that records "the request was refused before it could act".
+const UNSENT_PREFIX: &str = "unsent:";
+
+/// Whether a claimed job may hold a create that already happened: it was marked sent and the
+/// mark was not later cleared by an answer that proves nothing happened.
+fn needs_check(job: &Job) -> bool {
+    job.sent_fingerprint
+        .as_deref()
+        .is_some_and(|f| !f.starts_with(UNSENT_PREFIX))
+}
+
+/// Errors after which a request certainly had no effect: quota refused (402 with quota headers,
+/// or not admitted at all), rate limited (429), or not sent (the client only reports `Transport`
+/// for a non-idempotent request when nothing left).
+fn certainly_not_applied(e: &ClientError) -> bool {
+    matches!(
+        e,
+        ClientError::QuotaExhausted { .. }
+            | ClientError::RateLimited { .. }
+            | ClientError::Transport { .. }
+    )
+}
+
 /// Retry or give up, by the client's error.
 fn classify(e: &ClientError) -> Outcome {
     match e {
-        ClientError::QuotaExhausted { resets_at, .. } => Outcome::WaitQuota { until: *resets_at, error: e.to_string() },
+        ClientError::QuotaExhausted { resets_at, .. } => Outcome::WaitQuota {
+            until: *resets_at,
+            error: e.to_string(),
+        },
         // The sent mark is set: the next attempt checks before sending again.
-        ClientError::OutcomeUnknown { .. } => Outcome::Retry { error: e.to_string() },
-        e if e.is_retryable() => Outcome::Retry { error: e.to_string() },
-        e => Outcome::Fatal { error: e.to_string() },
+        ClientError::OutcomeUnknown { .. } => Outcome::Retry {
+            error: e.to_string(),
+        },
+        e if e.is_retryable() => Outcome::Retry {
+            error: e.to_string(),
+        },
+        e => Outcome::Fatal {
+            error: e.to_string(),
+        },
     }
 }
 
@@ -564,12 +770,18 @@ fn classify(e: &ClientError) -> Outcome {
 fn fingerprint(req: &ApiRequest) -> String {
     let body = req.body.as_ref().map(Value::to_string).unwrap_or_default();
     let digest = Sha256::digest(body.as_bytes());
-    format!("{} {} sha256:{}", req.method, toggl_connect_client::path_template(&req.path), hex::encode(&digest[..8]))
+    format!(
+        "{} {} sha256:{}",
+        req.method,
+        toggl_connect_client::path_template(&req.path),
+        hex::encode(&digest[..8])
+    )
 }
 
 /// `sha256=<hex hmac(secret, body)>`, Toggl's webhook signature scheme.
 pub fn sign(secret: &str, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("hmac takes keys of any length");
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("hmac takes keys of any length");
     mac.update(body);
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
@@ -604,9 +816,15 @@ mod tests {
 
     #[test]
     fn backoff_grows_and_is_capped() {
-        let b = Backoff { base: Duration::from_millis(100), max: Duration::from_secs(1) };
+        let b = Backoff {
+            base: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+        };
         let first = b.delay(1);
-        assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100), "{first:?}");
+        assert!(
+            first >= Duration::from_millis(50) && first <= Duration::from_millis(100),
+            "{first:?}"
+        );
         assert!(b.delay(4) >= Duration::from_millis(400));
         for n in 1..50 {
             assert!(b.delay(n) <= Duration::from_secs(1));
@@ -615,6 +833,9 @@ mod tests {
 
     #[test]
     fn urls_are_shown_without_secrets() {
-        assert_eq!(display_url("http://u:p@127.0.0.1:9/x?token=1#f"), "http://127.0.0.1:9/x");
+        assert_eq!(
+            display_url("http://u:p@127.0.0.1:9/x?token=1#f"),
+            "http://127.0.0.1:9/x"
+        );
     }
 }

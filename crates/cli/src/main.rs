@@ -4,6 +4,7 @@
 //! (e.g. lint findings), 2 error. A closed stdout (`| head`) is a clean exit, not an error.
 
 mod cmd;
+mod config;
 mod logging;
 mod output;
 

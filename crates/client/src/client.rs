@@ -72,6 +72,7 @@ impl Client {
     }
 
     /// A client drawing on an existing budget: use it when several clients share one token.
+    /// Pacing is per client; prefer cloning one client, which shares the pacer too.
     pub fn with_budget(
         config: ClientConfig,
         budget: Arc<QuotaBudget>,

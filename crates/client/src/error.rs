@@ -118,7 +118,10 @@ pub enum ClientError {
         reason: String,
     },
     /// A successful response whose body is not the JSON expected.
-    #[error("could not decode the response of {path}: {message}; body starts with: {body}")]
+    #[error(
+        "could not decode the response of {path}: {message}{}",
+        body_text(body)
+    )]
     Decode {
         /// Path template (ids replaced).
         path: String,
@@ -127,6 +130,14 @@ pub enum ClientError {
         /// Redacted, bounded excerpt of the body.
         body: String,
     },
+}
+
+fn body_text(body: &str) -> String {
+    if body.is_empty() {
+        String::new()
+    } else {
+        format!("; body starts with: {body}")
+    }
 }
 
 fn retry_after_text(retry_after: Option<Duration>) -> String {

@@ -35,6 +35,7 @@
 mod client;
 mod config;
 mod error;
+mod operation;
 mod pacing;
 mod pagination;
 mod quota;
@@ -44,6 +45,7 @@ mod secret;
 pub use client::{Client, parse_retry_after};
 pub use config::{ClientConfig, Credentials, DEFAULT_BASE_URL, RetryPolicy};
 pub use error::{BODY_EXCERPT_CHARS, ClientError, body_message};
+pub use operation::{OperationError, OperationOutput, api_request, client_pagination};
 pub use pacing::Pacer;
 pub use pagination::{HEADER_NEXT_ID, HEADER_NEXT_ROW_NUMBER, Page, Pagination};
 pub use quota::{

@@ -561,3 +561,73 @@ async fn invalid_paths_are_rejected_before_sending() {
     }
     assert_eq!(server.count(), 0);
 }
+
+/// A server that reads the request and hangs up without answering: the request went out, the
+/// outcome is unknown.
+async fn hang_up_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::AsyncReadExt as _;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let count = std::sync::Arc::new(AtomicUsize::new(0));
+    let c = std::sync::Arc::clone(&count);
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            // Read until the end of the headers and the JSON body, then drop the connection.
+            while let Ok(n) = socket.read(&mut chunk).await {
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf);
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let len = text[..end]
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if buf.len() >= end + 4 + len {
+                        break;
+                    }
+                }
+            }
+            c.fetch_add(1, Ordering::SeqCst);
+            drop(socket);
+        }
+    });
+    (url, count)
+}
+
+#[tokio::test]
+async fn connection_dropped_after_sending_is_outcome_unknown_for_post_and_retried_for_get() {
+    use std::sync::atomic::Ordering;
+    let (url, count) = hang_up_server().await;
+    let c = Client::new(config(&url)).expect("client");
+    let err = c
+        .send(ApiRequest::post(
+            "/api/v9/workspaces/1/time_entries",
+            json!({"workspace_id": 1, "created_with": "test"}),
+        ))
+        .await
+        .expect_err("no answer");
+    assert!(matches!(err, ClientError::OutcomeUnknown { .. }), "{err:#}");
+    assert_eq!(count.load(Ordering::SeqCst), 1, "the POST is not re-sent");
+
+    let err = c
+        .send(ApiRequest::get("/api/v9/workspaces/1/projects"))
+        .await
+        .expect_err("no answer");
+    assert!(matches!(err, ClientError::Transport { .. }), "{err:#}");
+    assert_eq!(
+        count.load(Ordering::SeqCst),
+        4,
+        "the GET is tried max_attempts times"
+    );
+}

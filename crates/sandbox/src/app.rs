@@ -362,6 +362,9 @@ pub(crate) async fn gate(State(state): State<AppState>, mut req: Request, next: 
     }
     let q = req.extensions().get::<PendingQuota>().map(|p| p.0);
     let resp = next.run(req).await;
+    // A handler's 402 means "paid feature": it goes out without quota headers, so clients can
+    // tell it from the quota 402 (which always has them) and never wait for a reset.
+    let q = q.filter(|_| resp.status() != StatusCode::PAYMENT_REQUIRED);
     finish(resp, q)
 }
 

@@ -38,6 +38,8 @@
 //! - **Quota**: sliding window per (user, organization) for org-scoped paths and per user for
 //!   the rest (see [`limits`]); 402 with a JSON string body and both quota headers; a 402 is
 //!   not counted. [`Plan::Unlimited`] counts against a nominal 1,000,000 but never refuses.
+//!   Quota headers go on every authenticated response except a paid-feature 402 (Free plan),
+//!   so a client can tell "wait for the reset" from "needs a paid plan".
 //! - **429**: a leaky bucket per user (3 requests burst, 1/s). The 429 carries a proxy-style
 //!   HTML body (recorded in a client issue) and `Retry-After` with the seconds until a request
 //!   fits. Toggl does not document `Retry-After` (toggl_api_docs#426 asked for it): it is sent
@@ -47,13 +49,31 @@
 //!   `User does not have access to this resource.` (ids cannot be probed).
 //! - **Malformed JSON** → 400 `Invalid JSON input` (swagger wording); a wrong JSON type →
 //!   400 `Unexpected "<field>" type <string|number|bool|array|object>`.
-//! - **Time entries**: see the `api::time_entries` module docs (stop/duration rules, stopping
-//!   the running entry, `start_date`/`end_date` must come together, newest first, max 1000).
+//! - **Time entries** (recorded behaviour reproduced): create with only `created_with`,
+//!   `start`, `workspace_id` answers `duration: 0, stop: null` and is later listed with
+//!   `stop == start`; `duration: -1` creates a running entry whose create/update response shows
+//!   `-1` while reads show `-(start unix seconds)`; `tags`/`tag_ids` are `null` until given and
+//!   `[]` once the entry stops. Choices: `workspace_id` (or `wid`) is required in the body and
+//!   must equal the path (400 otherwise); `stop` and `duration` must agree (400 `duration and
+//!   stop do not match`); starting an entry stops the user's running one at the new start;
+//!   `start_date`/`end_date` must come together (400) and a date means 00:00 UTC with the end
+//!   exclusive; lists are newest first, at most 1000; editing another user's entry needs
+//!   workspace admin (403). Bulk PATCH applies the operations per entry in order; an entry
+//!   fails as a whole and is left unchanged.
 //! - **Projects** list without `active` shows active ones; duplicate client/project names →
 //!   400 `Name has already been taken`; tags → `a tag with the name '<x>' already exists`.
 //! - **Webhook payloads** of [`webhooks::Change`] are the entity as a GET returns it (`+00:00`
 //!   timestamps, a running entry's duration as `-start`), as in the recorded event example.
 //! - Unknown paths → 404 `404 page not found` (text/plain, like Go's router) after auth.
+//! - Missing projects/tasks → 404 `Resource can not be found`; DELETE of a client, project or
+//!   project user answers its id as a JSON number (swagger: number), of a time entry, tag,
+//!   task or workspace user an empty 200; `PUT .../workspace_users/{id}` answers `"OK"`
+//!   (swagger: a string). The organization owner cannot be removed from a workspace.
+//! - **Seeds** are deterministic per `seed_value` (tokens, passwords, ids, content); times are
+//!   anchored at midnight UTC of the start day (see the `seed` module). A loaded state file
+//!   wins over seeding; `api_token` from the config always becomes the admin's token.
+//! - **State file**: the whole data plus the webhook hub's snapshot, written at
+//!   [`SandboxHandle::shutdown`] via temp file + fsync + rename (+ directory fsync).
 
 // The hand-written entity JSON (`json!` with 40+ keys) needs a deeper macro expansion.
 #![recursion_limit = "256"]

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::model::{
     Client, Db, Organization, Project, ProjectUser, Role, Tag, Task, TimeEntry, User, Workspace,
@@ -462,9 +462,4 @@ pub fn with_deleted_at(mut v: Value, key: &str, at: DateTime<Utc>) -> Value {
         obj.insert(key.into(), Value::String(offset_secs(at)));
     }
     v
-}
-
-/// An empty JSON object, for callers that need one.
-pub fn empty_object() -> Value {
-    Value::Object(Map::new())
 }

@@ -324,9 +324,11 @@ fn search(
     let end_date = query
         .end_date
         .unwrap_or_else(|| query.start_date.map_or(today, |s| s.max(today)));
-    let start_date = query
-        .start_date
-        .unwrap_or_else(|| end_date - Duration::days(6));
+    let start_date = query.start_date.unwrap_or_else(|| {
+        end_date
+            .checked_sub_signed(Duration::days(6))
+            .unwrap_or(end_date)
+    });
     if end_date < start_date {
         return Err(bad("end_date must not be earlier than start_date"));
     }
@@ -656,7 +658,9 @@ fn build_rows(
             .map_or_else(|| midnight.and_utc(), |t| t.with_timezone(&Utc))
     };
     let from = day_start(start_date);
-    let to = day_start(end_date + Duration::days(1));
+    let to = end_date
+        .succ_opt()
+        .map_or(DateTime::<Utc>::MAX_UTC, day_start);
     let projects: HashMap<i64, &ReportProject> = data.projects.iter().map(|p| (p.id, p)).collect();
     let users: HashMap<i64, &ReportUser> = data.users.iter().map(|u| (u.id, u)).collect();
     let names = |list: &[Named]| -> HashMap<i64, String> {

@@ -176,3 +176,27 @@ async fn injected_latency_delays_answers() {
     assert_eq!(env.get("/me").await.status, StatusCode::OK);
     assert!(t.elapsed() >= Duration::from_millis(150));
 }
+
+#[tokio::test]
+async fn paid_feature_402_has_no_quota_headers() {
+    let env = Env::with(SandboxConfig {
+        plan: Plan::Free,
+        ..config()
+    })
+    .await;
+    let wid = env.wid();
+    let r = env
+        .post(
+            &format!("/workspaces/{wid}/time_entries"),
+            &serde_json::json!({"created_with":"t","start":"2024-01-01T00:00:00Z","workspace_id":wid,"billable":true})
+                .to_string(),
+        )
+        .await;
+    assert_error(
+        &r,
+        402,
+        "Request tried to utilized Premium functionality on workspace which is not Premium!",
+    );
+    assert!(r.header("x-toggl-quota-remaining").is_none());
+    assert!(r.header("x-toggl-quota-resets-in").is_none());
+}

@@ -104,9 +104,7 @@ async fn a_time_entry_created_through_the_api_is_delivered_and_reported() {
         let event = received
             .lock()
             .iter()
-            .find(|(_, b)| {
-                serde_json::from_slice::<Value>(b).is_ok_and(|v| v["payload"] != "ping")
-            })
+            .find(|(_, b)| serde_json::from_slice::<Value>(b).is_ok_and(|v| v["payload"] != "ping"))
             .cloned();
         if let Some(event) = event {
             break event;

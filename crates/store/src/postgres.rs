@@ -464,10 +464,27 @@ async fn run_batcher(
                     let _ = request.reply.send(Ok(outcome));
                 }
             }
+            // The database is unreachable (or the commit's fate is unknown): everyone gets
+            // 503 now; Toggl redelivers and the dedupe key settles what did commit.
+            Err(e) if e.is_unavailable() => {
+                tracing::warn!(error = %e, events = batch.len(), "postgres insert batch failed");
+                for request in batch {
+                    let _ = request.reply.send(Err(e.to_batch_failure()));
+                }
+            }
             Err(e) => {
                 tracing::warn!(error = %e, events = batch.len(), "postgres insert batch failed; inserting one by one");
+                let mut unavailable: Option<StoreError> = None;
                 for request in batch {
-                    let result = insert_one(&pool, &counters, request.event).await;
+                    let result = match &unavailable {
+                        Some(e) => Err(e.to_batch_failure()),
+                        None => insert_one(&pool, &counters, request.event).await,
+                    };
+                    if let Err(e) = &result {
+                        if e.is_unavailable() && unavailable.is_none() {
+                            unavailable = Some(e.to_batch_failure());
+                        }
+                    }
                     let _ = request.reply.send(result);
                 }
             }
@@ -822,7 +839,7 @@ impl PgStore {
     pub(crate) async fn list_events(&self, f: EventFilter) -> Result<Vec<StoredEvent>, StoreError> {
         let sql = format!(
             "SELECT {EVENT_COLS} FROM events \
-             WHERE ($1::text IS NULL OR trigger_name = $1) \
+             WHERE ($1::text IS NULL OR position(' ' || $1 || ' ' in ' ' || trigger_name || ' ') > 0) \
              AND ($2::timestamptz IS NULL OR received_at >= $2) \
              AND ($3::timestamptz IS NULL OR received_at < $3) \
              AND ($4::bigint IS NULL OR id > $4) ORDER BY id LIMIT $5"

@@ -681,7 +681,7 @@ impl SqliteStore {
         self.read(move |conn| {
             let sql = format!(
                 "SELECT {EVENT_COLS} FROM events \
-                 WHERE (?1 IS NULL OR trigger_name = ?1) AND (?2 IS NULL OR received_at >= ?2) \
+                 WHERE (?1 IS NULL OR instr(' ' || trigger_name || ' ', ' ' || ?1 || ' ') > 0) AND (?2 IS NULL OR received_at >= ?2) \
                  AND (?3 IS NULL OR received_at < ?3) AND (?4 IS NULL OR id > ?4) \
                  ORDER BY id LIMIT ?5"
             );

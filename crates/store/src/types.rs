@@ -75,7 +75,7 @@ pub struct NewEvent {
     pub entity: String,
     /// `metadata.action`: `created`, `updated`, `deleted`.
     pub action: String,
-    /// The classified trigger, e.g. `time_entry_started`.
+    /// The triggers the event fires, space-separated, e.g. `time_entry_created time_entry_started`.
     pub trigger: String,
     /// The entity's id.
     pub entity_id: Option<i64>,
@@ -168,7 +168,7 @@ pub struct StoredEvent {
 /// Selects events for [`crate::Store::list_events`]; results are ordered by row id.
 #[derive(Debug, Clone, Default)]
 pub struct EventFilter {
-    /// Only this trigger.
+    /// Only events that fired this trigger (one of the space-separated names in `trigger`).
     pub trigger: Option<String>,
     /// Received at or after.
     pub since: Option<DateTime<Utc>>,

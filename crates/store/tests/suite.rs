@@ -74,7 +74,7 @@ mod cases {
         let o1 = s.insert_event(e1.clone()).await.expect("insert 1");
         assert!(!o1.duplicate);
         let mut e2 = event(8_100_000_000_000_002);
-        e2.trigger = "time_entry_stopped".into();
+        e2.trigger = "time_entry_updated time_entry_stopped".into();
         e2.received_at = at(1_736_499_700);
         let o2 = s.insert_event(e2).await.expect("insert 2");
         assert!(o2.id > o1.id);
@@ -102,6 +102,19 @@ mod cases {
             .expect("list by trigger");
         assert_eq!(stopped.len(), 1);
         assert_eq!(stopped[0].id, o2.id);
+        // A trigger matches one of the space-separated names whole, never a part of one.
+        for partial in ["time_entry", "stopped", "time_entry_updated time"] {
+            let none = s
+                .list_events(EventFilter { trigger: Some(partial.into()), ..EventFilter::default() })
+                .await
+                .expect("list by partial trigger");
+            assert!(none.is_empty(), "{partial} matched {none:?}");
+        }
+        let updated = s
+            .list_events(EventFilter { trigger: Some("time_entry_updated".into()), ..EventFilter::default() })
+            .await
+            .expect("list by first trigger");
+        assert_eq!(updated.len(), 1);
         let after = s
             .list_events(EventFilter {
                 after_id: Some(o1.id),

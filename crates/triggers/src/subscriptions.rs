@@ -141,6 +141,15 @@ pub fn pack(triggers: &[String], max_filters: usize) -> Result<Vec<(String, Stri
         }
     }
     let mut filters = best.map_or_else(|| vec![("*".to_owned(), "*".to_owned())], |(_, f)| f);
+    // Every action wildcarded is everything: one filter says it.
+    if filters.iter().filter(|(e, _)| e == "*").count() == ACTIONS.len() {
+        filters.retain(|(e, _)| e != "*");
+        if filters.is_empty() {
+            filters.push(("*".to_owned(), "*".to_owned()));
+        } else {
+            filters = vec![("*".to_owned(), "*".to_owned())];
+        }
+    }
     filters.sort();
     Ok(filters)
 }
@@ -515,5 +524,6 @@ mod tests {
         assert!(pack(&s(&["time_entry_exploded"]), 3).is_err());
         assert!(filters_for("spaceship_created").is_err());
         assert_eq!(all_triggers().len(), 29);
+        assert_eq!(pack(&all_triggers(), 50).expect("known"), pairs(&[("*", "*")]));
     }
 }

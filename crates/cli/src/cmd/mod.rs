@@ -1,6 +1,12 @@
 //! The command tree. One file per command; each writes data to an injected writer.
 
+mod action;
+mod call;
+mod definition;
+mod events;
+mod query;
 mod sandbox;
+pub mod serve;
 
 use std::io::Write;
 
@@ -37,12 +43,30 @@ pub struct GlobalArgs {
 pub enum Command {
     /// Run a local Toggl-compatible server (Track v9, Webhooks v1, Reports v3).
     Sandbox(sandbox::SandboxArgs),
+    /// Inspect and replay stored events.
+    Events(events::EventsArgs),
+    /// Receive (or poll) Toggl events, store them durably, and run rules.
+    Serve(serve::ServeArgs),
+    /// Check connector definition files, or show the active definition.
+    Definition(definition::DefinitionArgs),
+    /// List a resource (or read one object) as flat records.
+    Query(query::QueryArgs),
+    /// Run any operation of the definition (RESOURCE.OPERATION).
+    Call(call::CallArgs),
+    /// Run a named action of the definition (create-client, start-timer, ...).
+    Action(action::ActionArgs),
 }
 
 /// Runs the chosen command; returns the exit code on success.
 pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<u8> {
     match cli.command {
         Command::Sandbox(args) => sandbox::run(args, out),
+        Command::Serve(args) => serve::run(args, out),
+        Command::Definition(args) => definition::run(args, out),
+        Command::Query(args) => query::run(args, out),
+        Command::Call(args) => call::run(args, out),
+        Command::Action(args) => action::run(args, out),
+        Command::Events(args) => events::run(args, out),
     }
 }
 

@@ -51,9 +51,10 @@ struct App {
 /// The Webhooks API v1 under its full paths (`/webhooks/api/v1/...`), ready to `.merge`.
 ///
 /// Also hands `access` to the hub, which uses it to filter events by the subscription owner's
-/// permissions.
+/// permissions, and (inside a runtime) starts delivery of events imported earlier.
 pub fn router(hub: Arc<Hub>, access: Arc<dyn WebhookAccess>) -> Router {
     *hub.inner.access.write() = Some(Arc::clone(&access));
+    hub.inner.ensure_fanout();
     Router::new()
         .route("/webhooks/api/v1/status", get(status))
         .route("/webhooks/api/v1/event_filters", get(event_filters))

@@ -4,7 +4,7 @@
 //! - Each event gets `1 + retry_backoff_ms.len()` attempts, spaced by the backoff schedule. After
 //!   the last one it is marked `failed`, kept, and the subscription keeps `has_pending_events`.
 //! - Failed events get a fresh round of attempts when the subscription is re-enabled, validated,
-//!   updated or successfully pinged; events created while it was deliverable but not yet sent
+//!   updated or successfully pinged, and when a snapshot is imported (a restart); events created while it was deliverable but not yet sent
 //!   when it was disabled wait (paused) and resume on re-enable. No events are created for a
 //!   subscription that is disabled or not validated at the time of the change.
 //! - Per subscription, events are attempted strictly in creation order (a failing event blocks
@@ -92,6 +92,17 @@ const STATE_VERSION: u64 = 1;
 const FIRST_SUBSCRIPTION_ID: i64 = 2_200_000_001;
 /// Real event ids are around 8e15 (reference 3).
 const FIRST_EVENT_ID: i64 = 8_100_000_000_000_001;
+
+/// Where a fresh hub starts numbering events: above [`FIRST_EVENT_ID`] by 100 per millisecond
+/// since the epoch. Toggl's event ids are unique for all time; a sandbox restarted without a
+/// state file must not reuse the ids of its previous run, or a receiver with a persistent store
+/// would (rightly) drop the new events as replays.
+fn fresh_first_event_id() -> i64 {
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(0));
+    FIRST_EVENT_ID.saturating_add(millis.saturating_mul(100))
+}
 /// Attempts kept per event in the log, so a long-failing event cannot grow without bound.
 const MAX_ATTEMPTS_LOGGED: usize = 100;
 
@@ -169,7 +180,7 @@ impl Hub {
             config,
             state: Mutex::new(HubState {
                 next_subscription_id: FIRST_SUBSCRIPTION_ID,
-                next_event_id: FIRST_EVENT_ID,
+                next_event_id: fresh_first_event_id(),
                 subscriptions: BTreeMap::new(),
             }),
             http,
@@ -236,7 +247,7 @@ impl Hub {
     }
 
     /// Replaces all subscriptions with a snapshot from [`Hub::export_state`]; undelivered events
-    /// are retried.
+    /// (failed ones included) are retried once a runtime is available.
     pub fn import_state(&self, state: Value) -> Result<(), StateError> {
         let version = state.get("version").and_then(Value::as_u64).unwrap_or(0);
         if version != STATE_VERSION {
@@ -250,7 +261,13 @@ impl Hub {
             st.subscriptions = snapshot
                 .subscriptions
                 .into_iter()
-                .map(|s| (s.subscription_id, s))
+                .map(|mut s| {
+                    // A restart is a fresh chance for events that ran out of attempts.
+                    if s.deliverable() {
+                        s.requeue_failed();
+                    }
+                    (s.subscription_id, s)
+                })
                 .collect();
             st.subscriptions.keys().copied().collect()
         };
@@ -296,33 +313,48 @@ impl Inner {
         *self.shutdown_tx.borrow()
     }
 
-    fn ensure_fanout(self: &Arc<Self>) {
+    /// Starts the fan-out task on first use inside a runtime, then resumes delivery for every
+    /// subscription with undelivered events (e.g. imported before the runtime existed).
+    pub(crate) fn ensure_fanout(self: &Arc<Self>) {
         if self.is_shut_down() {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let mut fanout = self.fanout.lock();
-        if fanout.is_some() {
-            return;
-        }
-        let Some(mut rx) = self.changes_rx.lock().take() else {
-            return;
-        };
-        let inner = Arc::clone(self);
-        let mut shutdown = self.shutdown_tx.subscribe();
-        *fanout = Some(runtime.spawn(async move {
-            loop {
-                tokio::select! {
-                    queued = rx.recv() => match queued {
-                        Some(queued) => inner.fan_out(queued),
-                        None => return,
-                    },
-                    _ = shutdown.changed() => return,
-                }
+        {
+            let mut fanout = self.fanout.lock();
+            if fanout.is_some() {
+                return;
             }
-        }));
+            let Some(mut rx) = self.changes_rx.lock().take() else {
+                return;
+            };
+            let inner = Arc::clone(self);
+            let mut shutdown = self.shutdown_tx.subscribe();
+            *fanout = Some(runtime.spawn(async move {
+                loop {
+                    tokio::select! {
+                        queued = rx.recv() => match queued {
+                            Some(queued) => inner.fan_out(queued),
+                            None => return,
+                        },
+                        _ = shutdown.changed() => return,
+                    }
+                }
+            }));
+        }
+        let pending: Vec<i64> = self
+            .state
+            .lock()
+            .subscriptions
+            .values()
+            .filter(|s| s.has_pending_events())
+            .map(|s| s.subscription_id)
+            .collect();
+        for sid in pending {
+            self.wake(sid);
+        }
     }
 
     /// Starts the subscription's delivery task if needed and tells it to look at its log.
@@ -608,10 +640,12 @@ impl Inner {
         let backoff = &self.config.retry_backoff_ms;
         match backoff.get(event.round_attempts as usize - 1) {
             Some(&wait_ms) => {
+                let wait =
+                    chrono::Duration::milliseconds(i64::try_from(wait_ms).unwrap_or(i64::MAX / 2));
+                // A huge configured wait means "not before the end of time", not a panic.
                 event.next_attempt_at = Some(
-                    now + chrono::Duration::milliseconds(
-                        i64::try_from(wait_ms).unwrap_or(i64::MAX / 2),
-                    ),
+                    now.checked_add_signed(wait)
+                        .unwrap_or(DateTime::<Utc>::MAX_UTC),
                 );
             }
             None => {

@@ -1,0 +1,281 @@
+//! `toggl-connect serve`: receive (or poll) Toggl events, store them durably, run rules.
+//!
+//! Start-up order matters: the listener is bound first (its address is the callback URL in
+//! sandbox mode), then the store is opened, the receiver starts answering, and only then are
+//! subscriptions created — Toggl pings the callback during the create call.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::Args;
+use serde_json::Value;
+use toggl_connect_client::{ApiRequest, Client, ClientConfig};
+use toggl_connect_store::{EventSource, Store, StoreOptions};
+use toggl_connect_triggers::poll::{PollPlan, Poller, user_quota_total};
+use toggl_connect_triggers::receiver::{Receiver, ReceiverConfig, SecretRing, router};
+use toggl_connect_triggers::subscriptions::{PendingValidations, SubscriptionManager, all_triggers};
+
+use crate::config::{self, Config};
+
+/// Flags of `toggl-connect serve`.
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  toggl-connect serve --sandbox\n  TOGGL_API_TOKEN=... toggl-connect serve --config toggl-connect.toml --public-url https://hooks.example.com\n  TOGGL_API_TOKEN=... toggl-connect serve --poll 600")]
+pub struct ServeArgs {
+    /// Configuration file (TOML).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on (overrides [serve].listen).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Store URL: sqlite://PATH or postgres://... (overrides [serve].store).
+    #[arg(long)]
+    pub store: Option<String>,
+    /// Public base URL Toggl can reach; enables subscription management.
+    #[arg(long)]
+    pub public_url: Option<String>,
+    /// Poll every SECS seconds instead of receiving webhooks.
+    #[arg(long, value_name = "SECS")]
+    pub poll: Option<u64>,
+    /// Run against a local sandbox started in this process (no Toggl account needed).
+    #[arg(long)]
+    pub sandbox: bool,
+    /// The sandbox's plan (with --sandbox): free, starter, premium or unlimited.
+    #[arg(long, default_value = "unlimited", requires = "sandbox")]
+    pub sandbox_plan: String,
+}
+
+/// Everything `serve` runs, for tests that start it in-process.
+pub struct Running {
+    /// Where the receiver listens.
+    pub addr: SocketAddr,
+    /// The receiver.
+    pub receiver: Arc<Receiver>,
+    /// Set to true to stop.
+    pub shutdown: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    _sandbox: Option<toggl_connect_sandbox::SandboxHandle>,
+}
+
+/// Runs until SIGINT/SIGTERM.
+pub fn run(args: ServeArgs, out: &mut dyn Write) -> anyhow::Result<u8> {
+    let loaded = config::load(args.config.as_deref())?;
+    super::runtime()?.block_on(async {
+        let running = start(args, loaded.config, out).await?;
+        super::shutdown_signal().await;
+        tracing::info!("shutting down: intake stops, in-flight deliveries finish");
+        let _ = running.shutdown.send(true);
+        for t in running.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        }
+        Ok(0)
+    })
+}
+
+fn client_config(cfg: &Config, base_url: &str, token: &str) -> ClientConfig {
+    let mut c = ClientConfig::with_token(token.to_owned()).base_url(base_url.to_owned());
+    c.pacing = (cfg.toggl.pacing_ms > 0).then(|| Duration::from_millis(cfg.toggl.pacing_ms));
+    c.max_quota_wait = Duration::from_secs(cfg.toggl.max_quota_wait_secs);
+    c.request_timeout = Duration::from_secs(cfg.toggl.request_timeout_secs.max(1));
+    c
+}
+
+/// Starts everything and prints where things are.
+pub async fn start(args: ServeArgs, mut cfg: Config, out: &mut dyn Write) -> anyhow::Result<Running> {
+    if let Some(l) = &args.listen {
+        cfg.serve.listen.clone_from(l);
+    }
+    if let Some(s) = &args.store {
+        cfg.serve.store.clone_from(s);
+    }
+    if let Some(p) = &args.public_url {
+        cfg.serve.public_url = Some(p.clone());
+    }
+    if let Some(p) = args.poll {
+        cfg.serve.poll_interval_secs = Some(p);
+    }
+    if cfg.serve.triggers.is_empty() {
+        cfg.serve.triggers = all_triggers();
+    }
+
+    let listener = tokio::net::TcpListener::bind(&cfg.serve.listen)
+        .await
+        .with_context(|| format!("binding {}", cfg.serve.listen))?;
+    let addr = listener.local_addr()?;
+
+    // Sandbox mode: an in-process Toggl, and we are its public URL.
+    let mut sandbox = None;
+    let (api_url, token) = if args.sandbox {
+        let plan = args.sandbox_plan.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+        let handle = toggl_connect_sandbox::Sandbox::start(toggl_connect_sandbox::SandboxConfig {
+            plan,
+            seed: toggl_connect_sandbox::Seed::Small,
+            ..toggl_connect_sandbox::SandboxConfig::default()
+        })
+        .await
+        .context("starting the sandbox")?;
+        let facts = handle.facts().clone();
+        if cfg.serve.public_url.is_none() {
+            cfg.serve.public_url = Some(format!("http://{addr}"));
+        }
+        if args.store.is_none() && cfg.serve.store == config::ServeConfig::default().store {
+            cfg.serve.store = "sqlite://toggl-connect-sandbox.db".into();
+        }
+        if cfg.serve.workspaces.is_empty() {
+            cfg.serve.workspaces = vec![facts.workspace_id];
+        }
+        sandbox = Some(handle);
+        (facts.api_url.clone(), facts.api_token.clone())
+    } else {
+        let token = config::api_token()
+            .context("TOGGL_API_TOKEN is not set (find it at the bottom of your Toggl profile page)")?;
+        (cfg.toggl.api_url.clone(), token)
+    };
+
+    let store = Store::open(&cfg.serve.store, StoreOptions::default())
+        .await
+        .with_context(|| format!("opening store {}", redact_url(&cfg.serve.store)))?;
+    let client = Client::new(client_config(&cfg, &api_url, &token))?;
+
+    let secrets = Arc::new(SecretRing::default());
+    let validations = Arc::new(PendingValidations::default());
+    let receiver_config = ReceiverConfig {
+        callback_path: cfg.serve.callback_path.clone(),
+        max_body_bytes: cfg.serve.max_body_bytes,
+    };
+    let receiver = Arc::new(
+        Receiver::new(store.clone(), Arc::clone(&secrets), receiver_config)
+            .with_validations(Arc::clone(&validations)),
+    );
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let mut tasks = Vec::new();
+    {
+        let app = router(Arc::clone(&receiver));
+        let mut stop = shutdown_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.changed().await;
+                })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "receiver stopped");
+            }
+        }));
+    }
+
+    if cfg.serve.workspaces.is_empty() {
+        let me = client.send(ApiRequest::get("/api/v9/me")).await.context("reading /me for the default workspace")?;
+        let wid = me.body.get("default_workspace_id").and_then(Value::as_i64).context("/me has no default_workspace_id")?;
+        cfg.serve.workspaces = vec![wid];
+    }
+
+    writeln!(out, "toggl-connect serve")?;
+    writeln!(out, "  receiver     http://{addr}{}  (health: /healthz, metrics: /metrics)", cfg.serve.callback_path)?;
+    writeln!(out, "  store        {}", redact_url(&cfg.serve.store))?;
+    writeln!(out, "  toggl api    {api_url}")?;
+    writeln!(out, "  workspaces   {:?}", cfg.serve.workspaces)?;
+
+    if let Some(secs) = cfg.serve.poll_interval_secs {
+        let plan = PollPlan::new(&cfg.serve.triggers, Duration::from_secs(secs))?;
+        let total = user_quota_total(&client).await.context("reading /me/quota")?;
+        plan.check(total)?;
+        writeln!(
+            out,
+            "  polling      {} entities every {secs} s = {} requests/hour of the user-level quota ({})",
+            plan.entities.len(),
+            plan.requests_per_hour(),
+            total.map_or_else(|| "no limit reported".to_owned(), |t| format!("{t}/hour")),
+        )?;
+        let poller = Poller::new(client.clone(), Arc::clone(&receiver), plan, EventSource::Poll);
+        tasks.push(tokio::spawn(poller.run(shutdown_rx.clone())));
+    } else if let Some(public) = cfg.serve.public_url.clone() {
+        let callback = format!("{}{}", public.trim_end_matches('/'), cfg.serve.callback_path);
+        let manager = SubscriptionManager::new(
+            client.clone(),
+            store.clone(),
+            Arc::clone(&secrets),
+            Arc::clone(&validations),
+            callback.clone(),
+            cfg.serve.triggers.clone(),
+        )?;
+        manager.load_secrets().await?;
+        for wid in &cfg.serve.workspaces {
+            let report = manager.ensure(*wid).await.with_context(|| format!("subscribing workspace {wid}"))?;
+            writeln!(
+                out,
+                "  subscription {} in workspace {wid}: {} filter(s) {:?}{}",
+                report.subscription_id,
+                report.filters.len(),
+                report.filters,
+                if report.actions.is_empty() { String::new() } else { format!(" ({})", report.actions.join(", ")) },
+            )?;
+        }
+        // A sandbox starts fresh every run: there is nothing to catch up with.
+        if cfg.serve.catch_up && sandbox.is_none() {
+            let entities = PollPlan::new(&catchable(&cfg.serve.triggers), Duration::from_secs(3600))?;
+            let catchup = Poller::new(client.clone(), Arc::clone(&receiver), entities, EventSource::Catchup);
+            match catchup.cycle().await {
+                Ok(r) if r.baselines > 0 => writeln!(out, "  catch-up     baseline recorded; changes made while stopped will be caught up on the next start")?,
+                Ok(r) => writeln!(out, "  catch-up     {} change(s) missed while stopped stored, {} already known", r.stored, r.duplicates)?,
+                Err(e) => tracing::warn!(error = %format!("{e:#}"), "catch-up failed; continuing with webhooks"),
+            }
+        }
+        let interval = Duration::from_secs(cfg.serve.recheck_interval_secs.max(10));
+        tasks.push(tokio::spawn(manager.recheck_loop(cfg.serve.workspaces.clone(), interval, shutdown_rx.clone())));
+    } else {
+        bail!("nothing to receive from: set --public-url (webhooks), --poll SECS, or use --sandbox");
+    }
+    writeln!(out, "  quota        {}", describe_budget(&client))?;
+    if let Some(sb) = &sandbox {
+        let f = sb.facts();
+        writeln!(out)?;
+        writeln!(out, "Make something happen (sandbox token {}):", f.api_token)?;
+        writeln!(
+            out,
+            "  curl -s -u {}:api_token -H 'Content-Type: application/json' -d '{{\"created_with\":\"curl\",\"workspace_id\":{},\"start\":\"{}\",\"duration\":-1,\"description\":\"hello\"}}' {}/workspaces/{}/time_entries",
+            f.api_token,
+            f.workspace_id,
+            chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ"),
+            f.api_url,
+            f.workspace_id
+        )?;
+        writeln!(out, "Then see it: toggl-connect events list --store {}", cfg.serve.store)?;
+    }
+    out.flush()?;
+    Ok(Running { addr, receiver, shutdown: shutdown_tx, tasks, _sandbox: sandbox })
+}
+
+/// Catch-up reads only the entities that have `since=` listings.
+fn catchable(triggers: &[String]) -> Vec<String> {
+    triggers.iter().filter(|t| PollPlan::new(std::slice::from_ref(*t), Duration::from_secs(3600)).is_ok()).cloned().collect()
+}
+
+fn describe_budget(client: &Client) -> String {
+    let snaps = client.budget_snapshot();
+    if snaps.is_empty() {
+        return "no quota reported yet".into();
+    }
+    snaps
+        .iter()
+        .map(|s| {
+            let remaining = s.remaining.map_or_else(|| "?".to_owned(), |r| r.to_string());
+            let resets = s.resets_in.map_or_else(String::new, |d| format!(", resets in {} s", d.as_secs()));
+            format!("{:?}: {remaining} left{resets}", s.scope)
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Hides a password in a store URL (`postgres://user:secret@host` -> `postgres://user:***@host`).
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let Some((auth, host)) = rest.split_once('@') else { return url.to_owned() };
+    match auth.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
