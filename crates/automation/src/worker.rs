@@ -43,6 +43,15 @@ pub const SIGNATURE_HEADER: &str = "X-Webhook-Signature-256";
 /// Header carrying the job id of an `http` step, so the receiver can drop a redelivery.
 pub const DELIVERY_HEADER: &str = "X-Toggl-Connect-Delivery";
 
+/// A worker that cannot be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WorkerError {
+    /// The HTTP client for `http` steps could not be built (TLS backend unavailable).
+    #[error("cannot build the http client for http steps")]
+    HttpClient(#[source] reqwest::Error),
+}
+
 /// Exponential backoff with jitter for retryable failures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backoff {
@@ -191,12 +200,13 @@ impl Worker {
         client: Client,
         connector: Arc<Connector>,
         config: WorkerConfig,
-    ) -> Result<Self, reqwest::Error> {
+    ) -> Result<Self, WorkerError> {
         let http = reqwest::Client::builder()
             .timeout(config.http_timeout)
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("toggl-connect/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+            .build()
+            .map_err(WorkerError::HttpClient)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 store,

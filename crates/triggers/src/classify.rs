@@ -10,13 +10,30 @@
 //!   stopped is only `updated`.
 //!
 //! "Before" comes from the stored previous state of the entry. When there is none (the first
-//! event we see for an entry), an update is `stopped` only when the request itself was the stop
-//! call (`metadata.path` ending in `/stop`) and `started` only when the entry runs now and the
-//! request carried a negative duration; we would rather miss a derived trigger than fire a wrong one.
+//! event we see for an entry, e.g. one started before we subscribed), an update is `stopped` when
+//! the request itself was the stop call (`metadata.path` ending in `/stop`), or when the entry's
+//! `stop` is the moment of this very change (`stop` within [`STOP_AT_TOLERANCE_SECS`] of `at`):
+//! that is what a stop looks like, including the implicit stop Toggl makes when another timer
+//! starts, while an edit of an old entry leaves `stop` in the past. Without history an update is
+//! never `started` (a running entry we have not seen start cannot be told from an edit of it).
 
+use chrono::DateTime;
 use serde_json::Value;
 
 use crate::envelope::Event;
+
+/// How close `stop` and `at` must be for an update without history to count as a stop.
+pub const STOP_AT_TOLERANCE_SECS: i64 = 2;
+
+fn stopped_at_change(entry: &Value) -> bool {
+    let time = |k: &str| {
+        entry.get(k).and_then(Value::as_str).and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+    };
+    match (time("stop"), time("at")) {
+        (Some(stop), Some(at)) => (at - stop).num_seconds().abs() <= STOP_AT_TOLERANCE_SECS,
+        _ => false,
+    }
+}
 
 /// The triggers an event fires, most specific last.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,7 +85,7 @@ pub fn classify(event: &Event, previous: Option<&Value>) -> Classification {
             }
             ("updated", None) => {
                 let via_stop_call = event.path.as_deref().is_some_and(|p| p.ends_with("/stop"));
-                if via_stop_call && has_stop(&event.payload) {
+                if has_stop(&event.payload) && (via_stop_call || stopped_at_change(&event.payload)) {
                     derived.push("time_entry_stopped");
                 }
             }
@@ -150,6 +167,13 @@ mod tests {
         assert!(classify(&event("updated", stopped(), Some("/api/v9/workspaces/1/time_entries/7")), None)
             .derived
             .is_empty());
+        // Stopped as a side effect of starting another timer: stop is the moment of the change.
+        let implicit = json!({"id":7,"duration":60,"stop":"2025-01-10T09:01:00Z","at":"2025-01-10T09:01:01.5Z"});
+        let c = classify(&event("updated", implicit, Some("/api/v9/workspaces/1/time_entries")), None);
+        assert_eq!(c.derived, vec!["time_entry_stopped"]);
+        // An edit long after the stop is only an update.
+        let edit = json!({"id":7,"duration":60,"stop":"2025-01-10T09:01:00Z","at":"2025-01-11T10:00:00Z"});
+        assert!(classify(&event("updated", edit, None), None).derived.is_empty());
     }
 
     #[test]

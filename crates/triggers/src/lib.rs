@@ -5,6 +5,7 @@
 
 pub mod classify;
 pub mod envelope;
+pub mod leader;
 pub mod metrics;
 pub mod poll;
 pub mod receiver;

@@ -229,6 +229,13 @@ impl Poller {
             report.seen += 1;
             let Some(id) = item.get("id").and_then(lenient_i64) else { continue };
             max_seen = Some(max_seen.map_or(id, |m| m.max(id)));
+            // Already known at this version or newer (a webhook brought it): nothing missed.
+            if let Some((state, _)) = self.receiver.store().get_entity_state(entity, id).await? {
+                if crate::receiver::not_newer(&state, item) && deletion_time(item).is_none() {
+                    report.duplicates += 1;
+                    continue;
+                }
+            }
             let action = self.action_for(entity, id, item, window_start, max_known).await?;
             let version = item.get("at").map_or_else(String::new, |v| v.as_str().map_or_else(|| v.to_string(), str::to_owned));
             // Not the action: the same version must not become "created" once and "updated" on the

@@ -195,6 +195,15 @@ impl Receiver {
             Some(id) => self.store.get_entity_state(&event.entity, id).await?,
             None => None,
         };
+        // The same version already arrived by another path (catch-up or polling stored it, and
+        // now Toggl's retried delivery brings it): one change is one event.
+        if source == EventSource::Webhook
+            && previous.as_ref().is_some_and(|(state, _)| same_version(state, &event.payload))
+        {
+            self.metrics.duplicate();
+            tracing::debug!(event_id = event.event_id, "version already stored by catch-up or polling");
+            return Ok((0, true));
+        }
         let classification = classify(event, previous.as_ref().map(|(state, _)| state));
         let envelope_value: Value = serde_json::from_str(raw_envelope).unwrap_or(Value::Null);
         let jobs = self
@@ -240,6 +249,20 @@ impl Receiver {
             let _ = self.notices.send(StoredNotice { id: outcome.id, triggers, jobs: job_count });
         }
         Ok((outcome.id, outcome.duplicate))
+    }
+}
+
+/// Whether `stored` and `incoming` are the same version of an entity: same `at`, same content.
+pub fn same_version(stored: &Value, incoming: &Value) -> bool {
+    stored.get("at").is_some_and(|at| !at.is_null() && Some(at) == incoming.get("at")) && stored == incoming
+}
+
+/// Whether `stored` is at least as new as `incoming` (by `at`), so `incoming` tells nothing new.
+pub fn not_newer(stored: &Value, incoming: &Value) -> bool {
+    let at = |v: &Value| v.get("at").and_then(Value::as_str).and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok());
+    match (at(stored), at(incoming)) {
+        (Some(s), Some(i)) => s >= i,
+        _ => false,
     }
 }
 

@@ -6,6 +6,7 @@ mod definition;
 mod events;
 mod query;
 mod sandbox;
+mod webhooks;
 pub mod serve;
 
 use std::io::Write;
@@ -45,6 +46,8 @@ pub enum Command {
     Sandbox(sandbox::SandboxArgs),
     /// Inspect and replay stored events.
     Events(events::EventsArgs),
+    /// Manage Toggl webhook subscriptions.
+    Webhooks(webhooks::WebhooksArgs),
     /// Receive (or poll) Toggl events, store them durably, and run rules.
     Serve(serve::ServeArgs),
     /// Check connector definition files, or show the active definition.
@@ -67,6 +70,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<u8> {
         Command::Call(args) => call::run(args, out),
         Command::Action(args) => action::run(args, out),
         Command::Events(args) => events::run(args, out),
+        Command::Webhooks(args) => webhooks::run(args, out),
     }
 }
 

@@ -98,13 +98,23 @@ pub async fn start(args: ServeArgs, mut cfg: Config, out: &mut dyn Write) -> any
         cfg.serve.poll_interval_secs = Some(p);
     }
     if cfg.serve.triggers.is_empty() {
+        // Everything there is; when polling, everything that can be polled.
         cfg.serve.triggers = all_triggers();
+        if cfg.serve.poll_interval_secs.is_some() {
+            cfg.serve.triggers = catchable(&cfg.serve.triggers);
+        }
     }
 
     let listener = tokio::net::TcpListener::bind(&cfg.serve.listen)
         .await
         .with_context(|| format!("binding {}", cfg.serve.listen))?;
     let addr = listener.local_addr()?;
+    // `--listen 127.0.0.1:0 --public-url http://127.0.0.1:0`: the public URL is our own port.
+    if let Some(p) = cfg.serve.public_url.as_mut() {
+        if let Some(stripped) = p.trim_end_matches('/').strip_suffix(":0") {
+            *p = format!("{stripped}:{}", addr.port());
+        }
+    }
 
     // Sandbox mode: an in-process Toggl, and we are its public URL.
     let mut sandbox = None;
@@ -224,7 +234,7 @@ pub async fn start(args: ServeArgs, mut cfg: Config, out: &mut dyn Write) -> any
                 Err(e) => tracing::warn!(error = %format!("{e:#}"), "catch-up failed; continuing with webhooks"),
             }
         }
-        let interval = Duration::from_secs(cfg.serve.recheck_interval_secs.max(10));
+        let interval = Duration::from_secs(cfg.serve.recheck_interval_secs.max(1));
         tasks.push(tokio::spawn(manager.recheck_loop(cfg.serve.workspaces.clone(), interval, shutdown_rx.clone())));
     } else {
         bail!("nothing to receive from: set --public-url (webhooks), --poll SECS, or use --sandbox");

@@ -1,0 +1,322 @@
+//! `toggl-connect serve` end to end: the real binary, a sandbox in the test process, a real
+//! SQLite file. These are the "done when" scenarios.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use toggl_connect_sandbox::{Plan, Sandbox, SandboxConfig, SandboxHandle, Seed};
+use toggl_connect_store::{EventFilter, Store, StoreOptions};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+struct Serve {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    printed: Vec<String>,
+}
+
+impl Serve {
+    fn spawn(sb: &SandboxHandle, store_url: &str, extra: &[&str]) -> Serve {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_toggl-connect"));
+        cmd.arg("serve")
+            .args(["--listen", "127.0.0.1:0", "--store", store_url])
+            .args(extra)
+            .env("TOGGL_API_URL", &sb.facts().api_url)
+            .env("TOGGL_API_TOKEN", &sb.facts().api_token)
+            .env("TOGGL_CONNECT_PACING_MS", "0")
+            .env("TOGGL_CONNECT_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = cmd.spawn().expect("serve starts");
+        let stdout = child.stdout.take().expect("piped");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut s = Serve { child, lines, printed: Vec::new() };
+        s.wait_for_line("quota");
+        s
+    }
+
+    fn wait_for_line(&mut self, needle: &str) -> String {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            if let Some(l) = self.printed.iter().find(|l| l.contains(needle)) {
+                return l.clone();
+            }
+            let left = end.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => self.printed.push(l),
+                Err(_) => panic!("serve never printed {needle:?}; printed: {:#?}", self.printed),
+            }
+        }
+    }
+
+    fn receiver_url(&mut self) -> String {
+        let line = self.wait_for_line("receiver");
+        line.split_whitespace().nth(1).expect("url").to_owned()
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn stop(&mut self) {
+        #[cfg(unix)]
+        {
+            let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+            let end = Instant::now() + DEADLINE;
+            while Instant::now() < end {
+                if let Ok(Some(status)) = self.child.try_wait() {
+                    assert!(status.success(), "serve exits 0 on SIGTERM, got {status}");
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        self.kill9();
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+async fn sandbox(plan: Plan) -> SandboxHandle {
+    Sandbox::start(SandboxConfig { plan, seed: Seed::Small, rate_limit: false, ..SandboxConfig::default() })
+        .await
+        .expect("sandbox starts")
+}
+
+struct Api {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+    wid: i64,
+}
+
+impl Api {
+    fn new(sb: &SandboxHandle) -> Api {
+        let f = sb.facts();
+        Api { http: reqwest::Client::new(), base: f.api_url.clone(), token: f.api_token.clone(), wid: f.workspace_id }
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let url = if path.starts_with("/webhooks") {
+            format!("{}{path}", self.base.trim_end_matches("/api/v9"))
+        } else {
+            format!("{}{path}", self.base)
+        };
+        let mut req = self.http.request(method, url).basic_auth(&self.token, Some("api_token"));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("sandbox answers");
+        let status = resp.status();
+        let v: Value = resp.json().await.unwrap_or(Value::Null);
+        assert!(status.is_success(), "{path}: {status} {v}");
+        v
+    }
+
+    async fn start_timer(&self, description: &str) -> i64 {
+        let body = json!({"created_with": "e2e", "workspace_id": self.wid, "duration": -1,
+            "start": chrono::Utc::now().to_rfc3339(), "description": description});
+        let v = self.call(reqwest::Method::POST, &format!("/workspaces/{}/time_entries", self.wid), Some(body)).await;
+        v["id"].as_i64().expect("id")
+    }
+
+    async fn subscriptions(&self) -> Vec<Value> {
+        let v = self.call(reqwest::Method::GET, &format!("/webhooks/api/v1/subscriptions/{}", self.wid), None).await;
+        v.as_array().cloned().unwrap_or_default()
+    }
+}
+
+async fn open_store(url: &str) -> Store {
+    Store::open(url, StoreOptions::default()).await.expect("store opens")
+}
+
+async fn events(store: &Store) -> Vec<toggl_connect_store::StoredEvent> {
+    store.list_events(EventFilter { limit: Some(10_000), ..EventFilter::default() }).await.expect("lists")
+}
+
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = Instant::now() + DEADLINE;
+    while Instant::now() < end {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+fn temp_store() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("e2e.db").display());
+    (dir, url)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn webhook_roundtrip_on_the_free_plan() {
+    let sb = sandbox(Plan::Free).await;
+    let api = Api::new(&sb);
+    let (_dir, url) = temp_store();
+    let mut serve = Serve::spawn(&sb, &url, &["--public-url", "http://127.0.0.1:0"]);
+
+    // Packed into the Free plan's one subscription with at most 3 filters, validated on subscribe.
+    let line = serve.wait_for_line("subscription");
+    assert!(line.contains("(created)"), "{line}");
+    let subs = api.subscriptions().await;
+    assert_eq!(subs.len(), 1, "{subs:?}");
+    assert!(subs[0]["event_filters"].as_array().expect("filters").len() <= 3);
+    assert!(!subs[0]["validated_at"].is_null(), "validated by the handshake");
+    assert_eq!(subs[0]["enabled"], json!(true));
+
+    let id = api.start_timer("e2e").await;
+    let store = open_store(&url).await;
+    eventually("the created entry is stored", || async {
+        events(&store).await.iter().any(|e| e.entity_id == Some(id))
+    })
+    .await;
+    let stored: Vec<_> = events(&store).await.into_iter().filter(|e| e.entity_id == Some(id)).collect();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].trigger, "time_entry_created time_entry_started");
+
+    // The same signed delivery replayed 5 times is stored once.
+    let sub = store.list_subscriptions(None).await.expect("subs").pop().expect("our subscription");
+    let receiver = serve.receiver_url();
+    let body = stored[0].envelope.clone();
+    let sig = {
+        use hmac::Mac;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(sub.secret.expose().as_bytes()).expect("key");
+        mac.update(body.as_bytes());
+        format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    };
+    let http = reqwest::Client::new();
+    for _ in 0..5 {
+        let r = http
+            .post(&receiver)
+            .header("X-Webhook-Signature-256", &sig)
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .expect("replay");
+        assert_eq!(r.status(), 200);
+    }
+    // A tampered copy is refused.
+    let r = http.post(&receiver).header("X-Webhook-Signature-256", &sig).body(body.replace("e2e", "e2f")).send().await.expect("tampered");
+    assert_eq!(r.status(), 401);
+    assert_eq!(events(&store).await.iter().filter(|e| e.entity_id == Some(id)).count(), 1);
+    serve.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_disabled_subscription_is_repaired() {
+    let sb = sandbox(Plan::Starter).await;
+    let api = Api::new(&sb);
+    let (dir, url) = temp_store();
+    let config = dir.path().join("c.toml");
+    std::fs::write(&config, "[serve]\nrecheck_interval_secs = 1\n").expect("config");
+    let mut serve = Serve::spawn(&sb, &url, &["--public-url", "http://127.0.0.1:0", "--config", config.to_str().expect("utf8")]);
+    serve.wait_for_line("subscription");
+    let sid = api.subscriptions().await[0]["subscription_id"].as_i64().expect("sid");
+    api.call(reqwest::Method::PATCH, &format!("/webhooks/api/v1/subscriptions/{}/{sid}", api.wid), Some(json!({"enabled": false}))).await;
+    assert_eq!(api.subscriptions().await[0]["enabled"], json!(false));
+    eventually("the subscription is enabled again", || async { api.subscriptions().await[0]["enabled"] == json!(true) }).await;
+    // And events flow again.
+    let id = api.start_timer("after repair").await;
+    let store = open_store(&url).await;
+    eventually("events flow after repair", || async { events(&store).await.iter().any(|e| e.entity_id == Some(id)) }).await;
+    serve.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn polling_sees_create_update_and_delete() {
+    let sb = sandbox(Plan::Unlimited).await;
+    let api = Api::new(&sb);
+    let (_dir, url) = temp_store();
+    let mut serve = Serve::spawn(&sb, &url, &["--poll", "1"]);
+    serve.wait_for_line("polling");
+    let store = open_store(&url).await;
+    // Let the baseline happen before changing anything.
+    eventually("baseline recorded", || async { store.get_checkpoint("poll:since:time_entry").await.expect("cp").is_some() }).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    let body = json!({"created_with": "e2e", "workspace_id": api.wid, "duration": 600,
+        "start": "2026-11-01T09:00:00Z", "description": "polled"});
+    let id = api.call(reqwest::Method::POST, &format!("/workspaces/{}/time_entries", api.wid), Some(body)).await["id"].as_i64().expect("id");
+    eventually("created seen", || async { events(&store).await.iter().any(|e| e.entity_id == Some(id) && e.action == "created") }).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    api.call(reqwest::Method::PUT, &format!("/workspaces/{}/time_entries/{id}", api.wid), Some(json!({"description": "polled, edited"}))).await;
+    eventually("updated seen", || async { events(&store).await.iter().any(|e| e.entity_id == Some(id) && e.action == "updated") }).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    api.call(reqwest::Method::DELETE, &format!("/workspaces/{}/time_entries/{id}", api.wid), None).await;
+    eventually("deleted seen", || async { events(&store).await.iter().any(|e| e.entity_id == Some(id) && e.action == "deleted") }).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let mine: Vec<String> = events(&store).await.iter().filter(|e| e.entity_id == Some(id)).map(|e| e.action.clone()).collect();
+    assert_eq!(mine, vec!["created", "updated", "deleted"], "each change exactly once");
+    serve.stop();
+}
+
+#[test]
+fn polling_refuses_an_interval_the_quota_cannot_fit() {
+    let rt = tokio::runtime::Runtime::new().expect("rt");
+    let sb = rt.block_on(sandbox(Plan::Free));
+    let (_dir, url) = temp_store();
+    let out = Command::new(env!("CARGO_BIN_EXE_toggl-connect"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--store", &url, "--poll", "10"])
+        .env("TOGGL_API_URL", &sb.facts().api_url)
+        .env("TOGGL_API_TOKEN", &sb.facts().api_token)
+        .env("TOGGL_CONNECT_PACING_MS", "0")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("requests/hour") && err.contains("use an interval of at least"), "{err}");
+    drop(rt);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn catch_up_after_a_stop_delivers_each_missed_change_once() {
+    let sb = sandbox(Plan::Starter).await;
+    let api = Api::new(&sb);
+    let (_dir, url) = temp_store();
+    let mut serve = Serve::spawn(&sb, &url, &["--public-url", "http://127.0.0.1:0"]);
+    serve.wait_for_line("catch-up");
+    serve.stop();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    // While stopped: a stopped entry is created and another edited. Deliveries fail meanwhile.
+    let body = json!({"created_with": "e2e", "workspace_id": api.wid, "duration": 60,
+        "start": "2026-11-02T09:00:00Z", "description": "while down"});
+    let created = api.call(reqwest::Method::POST, &format!("/workspaces/{}/time_entries", api.wid), Some(body)).await["id"].as_i64().expect("id");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    // A new instance (new port, so the old subscription is not ours: it is replaced) catches up.
+    let mut serve = Serve::spawn(&sb, &url, &["--public-url", "http://127.0.0.1:0"]);
+    let line = serve.wait_for_line("catch-up");
+    assert!(line.contains("change(s) missed while stopped stored"), "{line}");
+    let store = open_store(&url).await;
+    eventually("the missed create is stored", || async { events(&store).await.iter().any(|e| e.entity_id == Some(created)) }).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let got: Vec<_> = events(&store).await.into_iter().filter(|e| e.entity_id == Some(created)).collect();
+    assert_eq!(got.len(), 1, "exactly once: {got:?}");
+    assert_eq!(got[0].action, "created");
+    serve.stop();
+}
