@@ -61,5 +61,6 @@ pub use runs::{
 };
 pub use template::{Template, TemplateError};
 pub use worker::{
-    Backoff, DELIVERY_HEADER, SIGNATURE_HEADER, SecretSource, Worker, WorkerConfig, WorkerError, sign,
+    Backoff, DELIVERY_HEADER, SIGNATURE_HEADER, SecretSource, Worker, WorkerConfig, WorkerError,
+    sign,
 };

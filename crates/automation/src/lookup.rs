@@ -15,10 +15,10 @@
 //! Creates with no way to check are not sent again after an unknown outcome; the run is
 //! dead-lettered with that reason for an operator.
 
+use chrono::{DateTime, TimeZone as _, Utc};
 use futures::TryStreamExt as _;
 use serde_json::Value;
 use toggl_connect_client::{Client, ClientError};
-use chrono::{DateTime, TimeZone as _, Utc};
 use toggl_connect_definition::{Connector, Operation, ParamType, Params, Resource};
 
 use crate::request::{to_api_request, to_client_pagination};
@@ -51,7 +51,11 @@ pub struct KeyMatch {
 
 impl KeyMatch {
     fn new(field: &str, param: &str, kind: MatchKind) -> Self {
-        Self { field: field.to_owned(), param: param.to_owned(), kind }
+        Self {
+            field: field.to_owned(),
+            param: param.to_owned(),
+            kind,
+        }
     }
 }
 
@@ -137,7 +141,9 @@ impl<'a> LookupPlan<'a> {
             let has = create_params.get(&m.param).is_some_and(|v| !v.is_null());
             if !has && m.kind != MatchKind::TextOrEmpty {
                 // Without the key value nothing can be matched; treat as "cannot check".
-                return Err(LookupError::NoKey { param: m.param.clone() });
+                return Err(LookupError::NoKey {
+                    param: m.param.clone(),
+                });
             }
         }
         let mut list_params = Params::new();
@@ -148,18 +154,26 @@ impl<'a> LookupPlan<'a> {
         }
         for (list_param, create_param) in &self.renames {
             if let Some(v) = create_params.get(create_param) {
-                let is_list = self.list.param(list_param).is_some_and(|s| {
-                    matches!(s.ty, ParamType::IntegerArray | ParamType::Array)
-                });
-                let v = if is_list { Value::Array(vec![v.clone()]) } else { v.clone() };
+                let is_list = self
+                    .list
+                    .param(list_param)
+                    .is_some_and(|s| matches!(s.ty, ParamType::IntegerArray | ParamType::Array));
+                let v = if is_list {
+                    Value::Array(vec![v.clone()])
+                } else {
+                    v.clone()
+                };
                 list_params.insert(list_param.clone(), v);
             }
         }
         if let Some(param) = &self.day_window_around {
-            let start = create_params
-                .get(param)
-                .and_then(instant)
-                .ok_or_else(|| LookupError::NoKey { param: param.clone() })?;
+            let start =
+                create_params
+                    .get(param)
+                    .and_then(instant)
+                    .ok_or_else(|| LookupError::NoKey {
+                        param: param.clone(),
+                    })?;
             // A day either side: Toggl may cut dates in the user's time zone (UNCONFIRMED).
             let day = start.date_naive();
             let from = day - chrono::Days::new(1);
@@ -217,7 +231,9 @@ impl<'a> LookupPlan<'a> {
 
 /// An RFC 3339 timestamp as an instant, truncated to whole seconds (Toggl stores seconds).
 fn instant(v: &Value) -> Option<DateTime<Utc>> {
-    let t = DateTime::parse_from_rfc3339(v.as_str()?).ok()?.with_timezone(&Utc);
+    let t = DateTime::parse_from_rfc3339(v.as_str()?)
+        .ok()?
+        .with_timezone(&Utc);
     Utc.timestamp_opt(t.timestamp(), 0).single()
 }
 
@@ -259,13 +275,18 @@ mod tests {
         let tasks = c.operation("tasks", "create").expect("tasks.create");
         let plan =
             LookupPlan::for_operation(c, "tasks", tasks).expect("tasks.create declares a lookup");
-        assert_eq!(plan.matches(), [KeyMatch::new("name", "name", MatchKind::Equal)]);
+        assert_eq!(
+            plan.matches(),
+            [KeyMatch::new("name", "name", MatchKind::Equal)]
+        );
         let members = c
             .operation("project_users", "create")
             .expect("project_users.create");
         let plan = LookupPlan::for_operation(c, "project_users", members).expect("added lookup");
         assert_eq!(plan.matches().len(), 2);
-        let entries = c.operation("time_entries", "create").expect("time_entries.create");
+        let entries = c
+            .operation("time_entries", "create")
+            .expect("time_entries.create");
         assert!(LookupPlan::for_operation(c, "time_entries", entries).is_some());
         let clients = c.operation("clients", "update").expect("clients.update");
         assert!(LookupPlan::for_operation(c, "clients", clients).is_none());
@@ -275,7 +296,10 @@ mod tests {
     fn instants_compare_across_offsets_and_precision() {
         let a = instant(&serde_json::json!("2025-01-10T09:00:00+01:00"));
         assert!(a.is_some());
-        assert_eq!(a, instant(&serde_json::json!("2025-01-10T08:00:00.123456Z")));
+        assert_eq!(
+            a,
+            instant(&serde_json::json!("2025-01-10T08:00:00.123456Z"))
+        );
         assert_ne!(a, instant(&serde_json::json!("2025-01-10T08:00:01Z")));
         assert_eq!(instant(&serde_json::json!("not a time")), None);
     }

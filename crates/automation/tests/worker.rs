@@ -604,35 +604,70 @@ with = { organization_id = 1, workspace_id = "{{event.payload.workspace_id}}", e
     )
     .expect("rules compile");
     let store = memory_store().await;
-    let worker = start(&store, client(&base, Duration::from_millis(300)), worker_config());
+    let worker = start(
+        &store,
+        client(&base, Duration::from_millis(300)),
+        worker_config(),
+    );
     let event = deliver(&store, &rules, &["project_created"], &project_event()).await;
     let jobs = finished_jobs(&store, event, 2).await;
     worker.stop().await;
 
     let calls = server.calls();
-    let entry_job = jobs.iter().find(|j| j.rule == "log-kickoff").expect("entry job");
+    let entry_job = jobs
+        .iter()
+        .find(|j| j.rule == "log-kickoff")
+        .expect("entry job");
     assert_eq!(entry_job.status, JobStatus::Succeeded, "{entry_job:?}");
-    assert_eq!(entry_job.result.as_ref().and_then(|r| r.get("id")), Some(&json!(4_100_000_001_i64)));
-    assert_eq!(entries.lock().expect("entries lock").len(), 1, "no duplicate time entry");
-    let lookup = calls.iter().find(|c| c.path == "/api/v9/me/time_entries").expect("looked up");
+    assert_eq!(
+        entry_job.result.as_ref().and_then(|r| r.get("id")),
+        Some(&json!(4_100_000_001_i64))
+    );
+    assert_eq!(
+        entries.lock().expect("entries lock").len(),
+        1,
+        "no duplicate time entry"
+    );
+    let lookup = calls
+        .iter()
+        .find(|c| c.path == "/api/v9/me/time_entries")
+        .expect("looked up");
     assert_eq!(lookup.method, "GET");
 
-    let invite = jobs.iter().find(|j| j.rule == "invite").expect("invite job");
+    let invite = jobs
+        .iter()
+        .find(|j| j.rule == "invite")
+        .expect("invite job");
     assert_eq!(invite.status, JobStatus::Dead);
-    assert!(invite.last_error.as_deref().is_some_and(|e| e.contains("no way to check")), "{invite:?}");
-    let invitations = calls.iter().filter(|c| c.path == "/api/v9/organizations/1/invitations").count();
+    assert!(
+        invite
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("no way to check")),
+        "{invite:?}"
+    );
+    let invitations = calls
+        .iter()
+        .filter(|c| c.path == "/api/v9/organizations/1/invitations")
+        .count();
     assert_eq!(invitations, 1, "an uncheckable create is never sent twice");
 }
 
 #[tokio::test]
 async fn a_job_left_by_a_crashed_worker_after_sending_is_checked_not_resent() {
     // The crashed worker's create reached Toggl: the task exists.
-    let tasks = Arc::new(Mutex::new(vec![json!({"id": 300, "name": "Kickoff", "project_id": 5, "workspace_id": 9})]));
+    let tasks = Arc::new(Mutex::new(vec![
+        json!({"id": 300, "name": "Kickoff", "project_id": 5, "workspace_id": 9}),
+    ]));
     let state = Arc::clone(&tasks);
-    let (base, server) = serve(move |call, _| match (call.method.as_str(), call.path.as_str()) {
-        ("GET", "/api/v9/workspaces/9/projects/5/tasks") => Reply::ok(Value::Array(state.lock().expect("tasks lock").clone())),
-        _ => Reply::status(500, json!("must not be called")),
-    })
+    let (base, server) = serve(
+        move |call, _| match (call.method.as_str(), call.path.as_str()) {
+            ("GET", "/api/v9/workspaces/9/projects/5/tasks") => {
+                Reply::ok(Value::Array(state.lock().expect("tasks lock").clone()))
+            }
+            _ => Reply::status(500, json!("must not be called")),
+        },
+    )
     .await;
     let rules = RuleSet::parse(
         "[[rules]]\nname = \"kickoff\"\non = \"project_created\"\n[[rules.do]]\nname = \"create_task\"\naction = \"create-task\"\nwith = { workspace_id = \"{{event.payload.workspace_id}}\", project_id = \"{{event.payload.id}}\", name = \"Kickoff\" }\n",
@@ -641,18 +676,38 @@ async fn a_job_left_by_a_crashed_worker_after_sending_is_checked_not_resent() {
     .expect("rules compile");
     let store = memory_store().await;
     let event = deliver(&store, &rules, &["project_created"], &project_event()).await;
-    let claimed = store.claim_jobs("crashed-worker", 10, Duration::from_millis(200)).await.expect("claim");
+    let claimed = store
+        .claim_jobs("crashed-worker", 10, Duration::from_millis(200))
+        .await
+        .expect("claim");
     assert_eq!(claimed.len(), 1);
-    store.mark_sent(claimed[0].id, "crashed-worker", "POST /api/v9/workspaces/{id}/projects/{id}/tasks".into()).await.expect("mark sent");
+    store
+        .mark_sent(
+            claimed[0].id,
+            "crashed-worker",
+            "POST /api/v9/workspaces/{id}/projects/{id}/tasks".into(),
+        )
+        .await
+        .expect("mark sent");
     // ... and the process died here, before recording the answer.
 
-    let worker = start(&store, client(&base, Duration::from_secs(5)), worker_config());
+    let worker = start(
+        &store,
+        client(&base, Duration::from_secs(5)),
+        worker_config(),
+    );
     let jobs = finished_jobs(&store, event, 1).await;
     worker.stop().await;
 
     assert_eq!(jobs[0].status, JobStatus::Succeeded);
-    assert_eq!(jobs[0].result.as_ref().and_then(|r| r.get("id")), Some(&json!(300)));
+    assert_eq!(
+        jobs[0].result.as_ref().and_then(|r| r.get("id")),
+        Some(&json!(300))
+    );
     let calls = server.calls();
-    assert!(calls.iter().all(|c| c.method == "GET"), "nothing created again: {calls:#?}");
+    assert!(
+        calls.iter().all(|c| c.method == "GET"),
+        "nothing created again: {calls:#?}"
+    );
     assert_eq!(tasks.lock().expect("tasks lock").len(), 1);
 }

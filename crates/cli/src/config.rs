@@ -108,7 +108,10 @@ pub struct RetentionConfig {
 
 impl Default for RetentionConfig {
     fn default() -> Self {
-        Self { events_days: 30, finished_jobs_days: 14 }
+        Self {
+            events_days: 30,
+            finished_jobs_days: 14,
+        }
     }
 }
 
@@ -129,7 +132,8 @@ pub fn load(path: Option<&Path>) -> anyhow::Result<Loaded> {
     let path = path.map(Path::to_path_buf).or(env_path);
     let (mut config, text) = match &path {
         Some(p) => {
-            let text = std::fs::read_to_string(p).with_context(|| format!("reading config {}", p.display()))?;
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("reading config {}", p.display()))?;
             let config: Config = toml::from_str(&text).map_err(|e| {
                 let (line, col) = e.span().map_or((0, 0), |s| line_col(&text, s.start));
                 anyhow::anyhow!("{}:{line}:{col}: {}", p.display(), e.message())
@@ -157,7 +161,9 @@ fn apply_env(config: &mut Config) -> anyhow::Result<()> {
         config.serve.public_url = Some(v);
     }
     if let Some(v) = var("TOGGL_CONNECT_PACING_MS") {
-        config.toggl.pacing_ms = v.parse().context("TOGGL_CONNECT_PACING_MS must be a whole number of milliseconds")?;
+        config.toggl.pacing_ms = v
+            .parse()
+            .context("TOGGL_CONNECT_PACING_MS must be a whole number of milliseconds")?;
     }
     Ok(())
 }
@@ -172,7 +178,9 @@ pub fn line_col(text: &str, at: usize) -> (usize, usize) {
 
 /// The API token from `TOGGL_API_TOKEN`.
 pub fn api_token() -> Option<String> {
-    std::env::var("TOGGL_API_TOKEN").ok().filter(|t| !t.trim().is_empty())
+    std::env::var("TOGGL_API_TOKEN")
+        .ok()
+        .filter(|t| !t.trim().is_empty())
 }
 
 #[cfg(test)]

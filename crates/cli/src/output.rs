@@ -56,7 +56,10 @@ fn csv_field(s: &str) -> String {
 /// Table cells are one line each and bounded, so one long description cannot wreck the layout.
 fn table_cell(value: &Value) -> String {
     const MAX: usize = 60;
-    let text: String = cell(value).chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let text: String = cell(value)
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
     if text.chars().count() > MAX {
         let cut: String = text.chars().take(MAX - 1).collect();
         format!("{cut}…")
@@ -81,10 +84,19 @@ pub fn write_records(out: &mut dyn Write, format: Format, records: &[Record]) ->
         }
         Format::Csv => {
             let cols = columns(records);
-            writeln!(out, "{}", cols.iter().map(|c| csv_field(c)).collect::<Vec<_>>().join(","))?;
+            writeln!(
+                out,
+                "{}",
+                cols.iter()
+                    .map(|c| csv_field(c))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )?;
             for r in records {
-                let row: Vec<String> =
-                    cols.iter().map(|c| csv_field(&r.get(c).map(cell).unwrap_or_default())).collect();
+                let row: Vec<String> = cols
+                    .iter()
+                    .map(|c| csv_field(&r.get(c).map(cell).unwrap_or_default()))
+                    .collect();
                 writeln!(out, "{}", row.join(","))?;
             }
             Ok(())
@@ -96,13 +108,21 @@ pub fn write_records(out: &mut dyn Write, format: Format, records: &[Record]) ->
             }
             let rows: Vec<Vec<String>> = records
                 .iter()
-                .map(|r| cols.iter().map(|c| r.get(c).map(table_cell).unwrap_or_default()).collect())
+                .map(|r| {
+                    cols.iter()
+                        .map(|c| r.get(c).map(table_cell).unwrap_or_default())
+                        .collect()
+                })
                 .collect();
             let widths: Vec<usize> = cols
                 .iter()
                 .enumerate()
                 .map(|(i, c)| {
-                    rows.iter().map(|r| r[i].chars().count()).chain([c.chars().count()]).max().unwrap_or(0)
+                    rows.iter()
+                        .map(|r| r[i].chars().count())
+                        .chain([c.chars().count()])
+                        .max()
+                        .unwrap_or(0)
                 })
                 .collect();
             let line = |cells: &[String]| -> String {
@@ -131,8 +151,14 @@ mod tests {
 
     fn records() -> Vec<Record> {
         vec![
-            json!({"id": 1, "name": "a, \"b\"", "tags": ["x", "y"]}).as_object().cloned().expect("object"),
-            json!({"id": 22, "name": null, "extra": true}).as_object().cloned().expect("object"),
+            json!({"id": 1, "name": "a, \"b\"", "tags": ["x", "y"]})
+                .as_object()
+                .cloned()
+                .expect("object"),
+            json!({"id": 22, "name": null, "extra": true})
+                .as_object()
+                .cloned()
+                .expect("object"),
         ]
     }
 
@@ -144,13 +170,17 @@ mod tests {
 
     #[test]
     fn csv_quotes_and_unions_columns() {
-        assert_eq!(render(Format::Csv), "id,name,tags,extra\n1,\"a, \"\"b\"\"\",\"x, y\",\n22,,,true\n");
+        assert_eq!(
+            render(Format::Csv),
+            "id,name,tags,extra\n1,\"a, \"\"b\"\"\",\"x, y\",\n22,,,true\n"
+        );
     }
 
     #[test]
     fn ndjson_keeps_types() {
         let text = render(Format::Ndjson);
-        let first: Value = serde_json::from_str(text.lines().next().expect("a line")).expect("json");
+        let first: Value =
+            serde_json::from_str(text.lines().next().expect("a line")).expect("json");
         assert_eq!(first["tags"], json!(["x", "y"]));
     }
 

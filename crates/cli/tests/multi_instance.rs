@@ -20,10 +20,10 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use tokio::sync::Mutex;
-use tokio::time::Instant;
 use toggl_connect_sandbox::{Sandbox, SandboxConfig, SandboxFacts, SandboxHandle};
 use toggl_connect_store::{EventFilter, EventSource, Store, StoreOptions};
+use tokio::sync::Mutex;
+use tokio::time::Instant;
 
 const PG_ENV: &str = "TOGGL_CONNECT_TEST_POSTGRES_URL";
 const RESTART_ENV: &str = "TOGGL_CONNECT_TEST_POSTGRES_RESTART";
@@ -134,9 +134,13 @@ async fn start_balancer() -> (Arc<Balancer>, SocketAddr) {
             .expect("http client"),
         ..Balancer::default()
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind balancer");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind balancer");
     let addr = listener.local_addr().expect("addr");
-    let app = axum::Router::new().fallback(balance).with_state(Arc::clone(&lb));
+    let app = axum::Router::new()
+        .fallback(balance)
+        .with_state(Arc::clone(&lb));
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
@@ -185,7 +189,15 @@ async fn start_instance(
     let stderr_path = dir.join(format!("serve-{n}.stderr"));
     let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
     let mut child = Command::new(assert_cmd::cargo::cargo_bin("toggl-connect"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--store", store_url, "--public-url", public_url])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            store_url,
+            "--public-url",
+            public_url,
+        ])
         .current_dir(dir)
         .env_remove("TOGGL_CONNECT_CONFIG")
         .env_remove("TOGGL_CONNECT_STORE")
@@ -220,11 +232,18 @@ async fn start_instance(
         let line = tokio::time::timeout_at(deadline, addr_rx.recv()).await;
         let Ok(Some(line)) = line else {
             let tail = std::fs::read_to_string(&stderr_path).unwrap_or_default();
-            panic!("serve #{n} did not start; stdout {:?}\nstderr:\n{tail}", stdout.lock().expect("lines"));
+            panic!(
+                "serve #{n} did not start; stdout {:?}\nstderr:\n{tail}",
+                stdout.lock().expect("lines")
+            );
         };
         if let Some(rest) = line.trim_start().strip_prefix("receiver") {
             let url = rest.split_whitespace().next().expect("receiver url");
-            let host = url.trim_start_matches("http://").split('/').next().expect("host");
+            let host = url
+                .trim_start_matches("http://")
+                .split('/')
+                .next()
+                .expect("host");
             let a: SocketAddr = host.parse().expect("receiver address");
             lb.backends.lock().await.push(a);
             addr = Some(a);
@@ -233,7 +252,12 @@ async fn start_instance(
             break;
         }
     }
-    Instance { child, addr: addr.expect("receiver line"), stdout, stderr_path }
+    Instance {
+        child,
+        addr: addr.expect("receiver line"),
+        stdout,
+        stderr_path,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -246,7 +270,10 @@ async fn create_entries(http: &reqwest::Client, facts: &SandboxFacts, from: usiz
             "start": "2025-01-10T09:00:00Z", "duration": 60, "description": format!("entry {i}"),
         });
         let resp = http
-            .post(format!("{}/workspaces/{}/time_entries", facts.api_url, facts.workspace_id))
+            .post(format!(
+                "{}/workspaces/{}/time_entries",
+                facts.api_url, facts.workspace_id
+            ))
             .basic_auth(&facts.api_token, Some("api_token"))
             .json(&body)
             .send()
@@ -257,10 +284,17 @@ async fn create_entries(http: &reqwest::Client, facts: &SandboxFacts, from: usiz
 }
 
 /// The sandbox's event log of our subscription: event id -> status.
-async fn event_log(http: &reqwest::Client, facts: &SandboxFacts, sid: i64) -> BTreeMap<i64, String> {
+async fn event_log(
+    http: &reqwest::Client,
+    facts: &SandboxFacts,
+    sid: i64,
+) -> BTreeMap<i64, String> {
     let base = facts.api_url.trim_end_matches("/api/v9");
     let log: Value = http
-        .get(format!("{base}/webhooks/api/v1/subscriptions/{}/{sid}/events", facts.workspace_id))
+        .get(format!(
+            "{base}/webhooks/api/v1/subscriptions/{}/{sid}/events",
+            facts.workspace_id
+        ))
         .basic_auth(&facts.api_token, Some("api_token"))
         .send()
         .await
@@ -271,13 +305,22 @@ async fn event_log(http: &reqwest::Client, facts: &SandboxFacts, sid: i64) -> BT
     log.as_array()
         .expect("event log array")
         .iter()
-        .map(|e| (e["event_id"].as_i64().expect("event_id"), e["status"].as_str().unwrap_or("?").to_owned()))
+        .map(|e| {
+            (
+                e["event_id"].as_i64().expect("event_id"),
+                e["status"].as_str().unwrap_or("?").to_owned(),
+            )
+        })
         .collect()
 }
 
 async fn subscription_id(store: &Store) -> i64 {
     let subs = store.list_subscriptions(None).await.expect("subscriptions");
-    assert_eq!(subs.len(), 1, "one subscription for all instances: {subs:?}");
+    assert_eq!(
+        subs.len(),
+        1,
+        "one subscription for all instances: {subs:?}"
+    );
     subs[0].subscription_id
 }
 
@@ -287,7 +330,11 @@ async fn stored_webhook_events(store: &Store) -> BTreeMap<i64, usize> {
     let mut after = None;
     loop {
         let page = store
-            .list_events(EventFilter { after_id: after, limit: Some(1000), ..EventFilter::default() })
+            .list_events(EventFilter {
+                after_id: after,
+                limit: Some(1000),
+                ..EventFilter::default()
+            })
             .await
             .expect("list events");
         let Some(last) = page.last() else { break };
@@ -300,14 +347,22 @@ async fn stored_webhook_events(store: &Store) -> BTreeMap<i64, usize> {
 }
 
 /// Waits until the sandbox has created `expected` events and none is pending any more.
-async fn wait_settled(http: &reqwest::Client, facts: &SandboxFacts, sid: i64, expected: usize) -> BTreeMap<i64, String> {
+async fn wait_settled(
+    http: &reqwest::Client,
+    facts: &SandboxFacts,
+    sid: i64,
+    expected: usize,
+) -> BTreeMap<i64, String> {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let log = event_log(http, facts, sid).await;
         if log.len() >= expected && log.values().all(|s| s != "pending") {
             return log;
         }
-        assert!(Instant::now() < deadline, "deliveries did not settle: {log:?}");
+        assert!(
+            Instant::now() < deadline,
+            "deliveries did not settle: {log:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -326,12 +381,22 @@ async fn setup(tag: &str, pg: &str, instances: usize) -> Setup {
     let dir = tempfile::tempdir().expect("tempdir");
     let schema = fresh_schema(tag);
     // Creates the schema and its tables; the processes then find them through search_path.
-    let store = Store::open(pg, StoreOptions { schema: Some(schema.clone()), pool_size: 4, ..StoreOptions::default() })
-        .await
-        .expect("open test store");
-    let sandbox = Sandbox::start(SandboxConfig { rate_limit: false, ..SandboxConfig::default() })
-        .await
-        .expect("sandbox");
+    let store = Store::open(
+        pg,
+        StoreOptions {
+            schema: Some(schema.clone()),
+            pool_size: 4,
+            ..StoreOptions::default()
+        },
+    )
+    .await
+    .expect("open test store");
+    let sandbox = Sandbox::start(SandboxConfig {
+        rate_limit: false,
+        ..SandboxConfig::default()
+    })
+    .await
+    .expect("sandbox");
     let facts = sandbox.facts().clone();
     let (lb, lb_addr) = start_balancer().await;
     let store_url = url_in_schema(pg, &schema);
@@ -343,14 +408,28 @@ async fn setup(tag: &str, pg: &str, instances: usize) -> Setup {
         running.push(start_instance(n, dir.path(), &store_url, &public, &facts, &lb).await);
     }
     let sid = subscription_id(&store).await;
-    Setup { _dir: dir, store, sandbox, lb, instances: running, http: reqwest::Client::new(), sid }
+    Setup {
+        _dir: dir,
+        store,
+        sandbox,
+        lb,
+        instances: running,
+        http: reqwest::Client::new(),
+        sid,
+    }
 }
 
 fn report(s: &Setup) -> String {
     s.instances
         .iter()
         .enumerate()
-        .map(|(i, inst)| format!("--- serve #{i} stdout {:?}\n{}", inst.stdout.lock().expect("lines"), inst.stderr_tail()))
+        .map(|(i, inst)| {
+            format!(
+                "--- serve #{i} stdout {:?}\n{}",
+                inst.stdout.lock().expect("lines"),
+                inst.stderr_tail()
+            )
+        })
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -361,12 +440,26 @@ async fn check_store(s: &Setup, log: &BTreeMap<i64, String>) {
     let stored = stored_webhook_events(&s.store).await;
     let twice: Vec<_> = stored.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "stored twice: {twice:?}");
-    let lost: Vec<_> = log.iter().filter(|(id, st)| *st == "delivered" && !stored.contains_key(id)).collect();
-    assert!(lost.is_empty(), "acknowledged but not stored: {lost:?}\n{}", report(s));
+    let lost: Vec<_> = log
+        .iter()
+        .filter(|(id, st)| *st == "delivered" && !stored.contains_key(id))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "acknowledged but not stored: {lost:?}\n{}",
+        report(s)
+    );
     let failed: Vec<_> = log.iter().filter(|(_, st)| *st != "delivered").collect();
-    assert!(failed.is_empty(), "never delivered: {failed:?}\n{}", report(s));
+    assert!(
+        failed.is_empty(),
+        "never delivered: {failed:?}\n{}",
+        report(s)
+    );
     let unknown: Vec<_> = stored.keys().filter(|id| !log.contains_key(id)).collect();
-    assert!(unknown.is_empty(), "stored events the sandbox never sent: {unknown:?}");
+    assert!(
+        unknown.is_empty(),
+        "stored events the sandbox never sent: {unknown:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -384,13 +477,21 @@ async fn three_instances_share_deliveries_and_survive_a_kill_9() {
         if acked >= TOTAL / 3 {
             break;
         }
-        assert!(Instant::now() < deadline, "first deliveries did not arrive:\n{}", report(&s));
+        assert!(
+            Instant::now() < deadline,
+            "first deliveries did not arrive:\n{}",
+            report(&s)
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     {
         let acked = s.lb.acked.lock().await;
         for inst in &s.instances {
-            assert!(acked.get(&inst.addr).copied().unwrap_or(0) > 0, "instance {} got no deliveries: {acked:?}", inst.addr);
+            assert!(
+                acked.get(&inst.addr).copied().unwrap_or(0) > 0,
+                "instance {} got no deliveries: {acked:?}",
+                inst.addr
+            );
         }
     }
 
@@ -405,7 +506,11 @@ async fn three_instances_share_deliveries_and_survive_a_kill_9() {
         if acked >= TOTAL / 2 {
             break;
         }
-        assert!(Instant::now() < deadline, "deliveries stalled:\n{}", report(&s));
+        assert!(
+            Instant::now() < deadline,
+            "deliveries stalled:\n{}",
+            report(&s)
+        );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     s.instances[1].kill9();
@@ -418,16 +523,25 @@ async fn three_instances_share_deliveries_and_survive_a_kill_9() {
     check_store(&s, &log).await;
     let dead = s.instances[1].addr;
     let acked = s.lb.acked.lock().await.clone();
-    let after_kill: usize = acked.iter().filter(|(a, _)| **a != dead).map(|(_, n)| n).sum();
+    let after_kill: usize = acked
+        .iter()
+        .filter(|(a, _)| **a != dead)
+        .map(|(_, n)| n)
+        .sum();
     assert!(after_kill > 0, "survivors took no deliveries: {acked:?}");
-    eprintln!("acked per instance {acked:?}; refused {:?}", s.lb.refused.lock().await);
+    eprintln!(
+        "acked per instance {acked:?}; refused {:?}",
+        s.lb.refused.lock().await
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_database_restart_during_deliveries_loses_nothing_acknowledged() {
     let Some(pg) = pg_url() else { return };
     let Some(restart) = std::env::var(RESTART_ENV).ok().filter(|c| !c.is_empty()) else {
-        eprintln!("skipped: {RESTART_ENV} is not set (the command that restarts the test database)");
+        eprintln!(
+            "skipped: {RESTART_ENV} is not set (the command that restarts the test database)"
+        );
         return;
     };
     let s = setup("restart", &pg, 2).await;
@@ -440,28 +554,42 @@ async fn a_database_restart_during_deliveries_loses_nothing_acknowledged() {
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     while s.lb.acked.lock().await.values().sum::<usize>() < TOTAL / 4 {
-        assert!(Instant::now() < deadline, "deliveries did not start:\n{}", report(&s));
+        assert!(
+            Instant::now() < deadline,
+            "deliveries did not start:\n{}",
+            report(&s)
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 
     // Health as seen by a balancer while the database goes away and comes back.
     let health_seen = Arc::new(Mutex::new(BTreeMap::<u16, usize>::new()));
     let prober = {
-        let (seen, addr, http) = (Arc::clone(&health_seen), s.instances[0].addr, s.http.clone());
+        let (seen, addr, http) = (
+            Arc::clone(&health_seen),
+            s.instances[0].addr,
+            s.http.clone(),
+        );
         tokio::spawn(async move {
             let until = Instant::now() + Duration::from_secs(15);
             while Instant::now() < until {
-                if let Ok(r) = http.get(format!("http://{addr}/healthz")).timeout(Duration::from_secs(2)).send().await {
+                if let Ok(r) = http
+                    .get(format!("http://{addr}/healthz"))
+                    .timeout(Duration::from_secs(2))
+                    .send()
+                    .await
+                {
                     *seen.lock().await.entry(r.status().as_u16()).or_default() += 1;
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })
     };
-    let status = tokio::task::spawn_blocking(move || Command::new("sh").arg("-c").arg(&restart).status())
-        .await
-        .expect("restart task")
-        .expect("run the restart command");
+    let status =
+        tokio::task::spawn_blocking(move || Command::new("sh").arg("-c").arg(&restart).status())
+            .await
+            .expect("restart task")
+            .expect("run the restart command");
     assert!(status.success(), "restart command failed: {status}");
     maker.await.expect("changes made");
 
@@ -472,11 +600,21 @@ async fn a_database_restart_during_deliveries_loses_nothing_acknowledged() {
     for inst in &s.instances {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let ok = s.http.get(format!("http://{}/healthz", inst.addr)).send().await.is_ok_and(|r| r.status().is_success());
+            let ok = s
+                .http
+                .get(format!("http://{}/healthz", inst.addr))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
             if ok {
                 break;
             }
-            assert!(Instant::now() < deadline, "instance {} unhealthy after the restart:\n{}", inst.addr, report(&s));
+            assert!(
+                Instant::now() < deadline,
+                "instance {} unhealthy after the restart:\n{}",
+                inst.addr,
+                report(&s)
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }

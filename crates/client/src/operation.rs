@@ -81,7 +81,8 @@ fn http_method(m: Method) -> HttpMethod {
 /// scope follows the path; idempotence is the definition's (a declared-idempotent POST such as a
 /// Reports search may be retried, a PUT the definition calls unsafe is not).
 pub fn api_request(req: &RenderedRequest) -> ApiRequest {
-    let mut out = ApiRequest::new(http_method(req.method), req.path.clone()).idempotent(req.idempotent);
+    let mut out =
+        ApiRequest::new(http_method(req.method), req.path.clone()).idempotent(req.idempotent);
     out.query.clone_from(&req.query);
     out.body.clone_from(&req.body);
     out
@@ -102,7 +103,9 @@ pub fn client_pagination(
         } => Pagination::PagePerPage {
             page_param: page_param.clone(),
             per_page_param: per_page_param.clone(),
-            per_page: max_per_page.map_or(*per_page, |max| (*per_page).min(max)).max(1),
+            per_page: max_per_page
+                .map_or(*per_page, |max| (*per_page).min(max))
+                .max(1),
         },
         DefPagination::Envelope {
             data_key,
@@ -136,7 +139,9 @@ pub fn client_pagination(
                     ),
                 });
             }
-            let given = body.and_then(|b| b.get(page_size_field)).is_some_and(|v| !v.is_null());
+            let given = body
+                .and_then(|b| b.get(page_size_field))
+                .is_some_and(|v| !v.is_null());
             Pagination::ReportsCursor {
                 page_size: if given { None } else { *page_size },
             }
@@ -173,7 +178,10 @@ impl Client {
     }
 
     /// Runs an operation to the end (every page) and collects its items.
-    pub async fn run_operation(&self, req: &RenderedRequest) -> Result<OperationOutput, ClientError> {
+    pub async fn run_operation(
+        &self,
+        req: &RenderedRequest,
+    ) -> Result<OperationOutput, ClientError> {
         if req.pagination.is_some() {
             let items: Vec<Value> = self.operation_items(req).try_collect().await?;
             return Ok(OperationOutput {
@@ -256,8 +264,9 @@ mod tests {
     fn rendered_request_maps_to_api_request() {
         let c = Connector::builtin();
         let op = c.operation("clients", "create").expect("clients.create");
-        let params = Params::from_text_pairs(&[("workspace_id", "42"), ("name", "Acme")], &op.params)
-            .expect("params");
+        let params =
+            Params::from_text_pairs(&[("workspace_id", "42"), ("name", "Acme")], &op.params)
+                .expect("params");
         let req = api_request(&op.render(&params).expect("renders"));
         assert_eq!(req.method, HttpMethod::POST);
         assert_eq!(req.path, "/api/v9/workspaces/42/clients");
@@ -265,18 +274,28 @@ mod tests {
         assert!(!req.idempotent);
         assert_eq!(req.body, Some(json!({"name": "Acme"})));
 
-        let op = c.operation("reports", "search_time_entries").expect("reports search");
+        let op = c
+            .operation("reports", "search_time_entries")
+            .expect("reports search");
         let params = Params::from_text_pairs(
             &[("workspace_id", "7"), ("start_date", "2025-01-01")],
             &op.params,
         )
         .expect("params");
         let rendered = op.render(&params).expect("renders");
-        assert!(api_request(&rendered).idempotent, "declared idempotent POST");
+        assert!(
+            api_request(&rendered).idempotent,
+            "declared idempotent POST"
+        );
         assert_eq!(
-            client_pagination(rendered.pagination.as_ref().expect("paged"), rendered.body.as_ref())
-                .expect("maps"),
-            Pagination::ReportsCursor { page_size: Some(50) }
+            client_pagination(
+                rendered.pagination.as_ref().expect("paged"),
+                rendered.body.as_ref()
+            )
+            .expect("maps"),
+            Pagination::ReportsCursor {
+                page_size: Some(50)
+            }
         );
     }
 
@@ -317,16 +336,30 @@ mod tests {
             per_page: 500,
             max_per_page: Some(200),
         };
-        assert_eq!(client_pagination(&declared, None).expect("maps"), Pagination::page_per_page(200));
+        assert_eq!(
+            client_pagination(&declared, None).expect("maps"),
+            Pagination::page_per_page(200)
+        );
     }
 
     #[test]
     fn items_follow_the_shape() {
-        let env = ResponseShape::Envelope { data_key: "data".into() };
-        assert_eq!(take_items(&env, json!({"data": [1, 2], "total_count": 2})), vec![json!(1), json!(2)]);
+        let env = ResponseShape::Envelope {
+            data_key: "data".into(),
+        };
+        assert_eq!(
+            take_items(&env, json!({"data": [1, 2], "total_count": 2})),
+            vec![json!(1), json!(2)]
+        );
         assert!(take_items(&ResponseShape::ObjectOrNull, Value::Null).is_empty());
         assert!(take_items(&ResponseShape::Empty, json!("OK")).is_empty());
-        assert_eq!(take_items(&ResponseShape::Object, json!({"a": 1})), vec![json!({"a": 1})]);
-        assert_eq!(take_items(&ResponseShape::Array, json!([1])), vec![json!(1)]);
+        assert_eq!(
+            take_items(&ResponseShape::Object, json!({"a": 1})),
+            vec![json!({"a": 1})]
+        );
+        assert_eq!(
+            take_items(&ResponseShape::Array, json!([1])),
+            vec![json!(1)]
+        );
     }
 }

@@ -105,13 +105,19 @@ mod cases {
         // A trigger matches one of the space-separated names whole, never a part of one.
         for partial in ["time_entry", "stopped", "time_entry_updated time"] {
             let none = s
-                .list_events(EventFilter { trigger: Some(partial.into()), ..EventFilter::default() })
+                .list_events(EventFilter {
+                    trigger: Some(partial.into()),
+                    ..EventFilter::default()
+                })
                 .await
                 .expect("list by partial trigger");
             assert!(none.is_empty(), "{partial} matched {none:?}");
         }
         let updated = s
-            .list_events(EventFilter { trigger: Some("time_entry_updated".into()), ..EventFilter::default() })
+            .list_events(EventFilter {
+                trigger: Some("time_entry_updated".into()),
+                ..EventFilter::default()
+            })
             .await
             .expect("list by first trigger");
         assert_eq!(updated.len(), 1);

@@ -27,7 +27,10 @@ pub const STOP_AT_TOLERANCE_SECS: i64 = 2;
 
 fn stopped_at_change(entry: &Value) -> bool {
     let time = |k: &str| {
-        entry.get(k).and_then(Value::as_str).and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+        entry
+            .get(k)
+            .and_then(Value::as_str)
+            .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
     };
     match (time("stop"), time("at")) {
         (Some(stop), Some(at)) => (at - stop).num_seconds().abs() <= STOP_AT_TOLERANCE_SECS,
@@ -54,7 +57,10 @@ impl Classification {
 /// Whether a time entry JSON object describes a running entry.
 pub fn is_running(entry: &Value) -> bool {
     let stop_null = entry.get("stop").is_none_or(Value::is_null);
-    let negative = entry.get("duration").and_then(Value::as_i64).is_some_and(|d| d < 0);
+    let negative = entry
+        .get("duration")
+        .and_then(Value::as_i64)
+        .is_some_and(|d| d < 0);
     negative && stop_null
 }
 
@@ -85,7 +91,8 @@ pub fn classify(event: &Event, previous: Option<&Value>) -> Classification {
             }
             ("updated", None) => {
                 let via_stop_call = event.path.as_deref().is_some_and(|p| p.ends_with("/stop"));
-                if has_stop(&event.payload) && (via_stop_call || stopped_at_change(&event.payload)) {
+                if has_stop(&event.payload) && (via_stop_call || stopped_at_change(&event.payload))
+                {
                     derived.push("time_entry_stopped");
                 }
             }
@@ -131,7 +138,11 @@ mod tests {
 
     #[test]
     fn created_stopped_is_only_created() {
-        assert!(classify(&event("created", stopped(), None), None).derived.is_empty());
+        assert!(
+            classify(&event("created", stopped(), None), None)
+                .derived
+                .is_empty()
+        );
     }
 
     #[test]
@@ -144,14 +155,22 @@ mod tests {
     fn edit_of_stopped_entry_is_only_updated() {
         let mut edited = stopped();
         edited["description"] = json!("renamed");
-        assert!(classify(&event("updated", edited, None), Some(&stopped())).derived.is_empty());
+        assert!(
+            classify(&event("updated", edited, None), Some(&stopped()))
+                .derived
+                .is_empty()
+        );
     }
 
     #[test]
     fn edit_of_running_entry_is_only_updated() {
         let mut edited = running();
         edited["description"] = json!("renamed");
-        assert!(classify(&event("updated", edited, None), Some(&running())).derived.is_empty());
+        assert!(
+            classify(&event("updated", edited, None), Some(&running()))
+                .derived
+                .is_empty()
+        );
     }
 
     #[test]
@@ -162,18 +181,46 @@ mod tests {
 
     #[test]
     fn without_history_only_the_stop_call_counts() {
-        let c = classify(&event("updated", stopped(), Some("/api/v9/workspaces/1/time_entries/7/stop")), None);
+        let c = classify(
+            &event(
+                "updated",
+                stopped(),
+                Some("/api/v9/workspaces/1/time_entries/7/stop"),
+            ),
+            None,
+        );
         assert_eq!(c.derived, vec!["time_entry_stopped"]);
-        assert!(classify(&event("updated", stopped(), Some("/api/v9/workspaces/1/time_entries/7")), None)
+        assert!(
+            classify(
+                &event(
+                    "updated",
+                    stopped(),
+                    Some("/api/v9/workspaces/1/time_entries/7")
+                ),
+                None
+            )
             .derived
-            .is_empty());
+            .is_empty()
+        );
         // Stopped as a side effect of starting another timer: stop is the moment of the change.
         let implicit = json!({"id":7,"duration":60,"stop":"2025-01-10T09:01:00Z","at":"2025-01-10T09:01:01.5Z"});
-        let c = classify(&event("updated", implicit, Some("/api/v9/workspaces/1/time_entries")), None);
+        let c = classify(
+            &event(
+                "updated",
+                implicit,
+                Some("/api/v9/workspaces/1/time_entries"),
+            ),
+            None,
+        );
         assert_eq!(c.derived, vec!["time_entry_stopped"]);
         // An edit long after the stop is only an update.
-        let edit = json!({"id":7,"duration":60,"stop":"2025-01-10T09:01:00Z","at":"2025-01-11T10:00:00Z"});
-        assert!(classify(&event("updated", edit, None), None).derived.is_empty());
+        let edit =
+            json!({"id":7,"duration":60,"stop":"2025-01-10T09:01:00Z","at":"2025-01-11T10:00:00Z"});
+        assert!(
+            classify(&event("updated", edit, None), None)
+                .derived
+                .is_empty()
+        );
     }
 
     #[test]

@@ -126,10 +126,11 @@ pub fn parse(body: &[u8]) -> Result<Delivery, EnvelopeError> {
         .get("workspace_id")
         .and_then(lenient_i64)
         .or_else(|| payload.get("workspace_id").and_then(lenient_i64));
-    let entity_id = payload
-        .get("id")
-        .and_then(lenient_i64)
-        .or_else(|| raw.metadata.get(&format!("{entity}_id")).and_then(lenient_i64));
+    let entity_id = payload.get("id").and_then(lenient_i64).or_else(|| {
+        raw.metadata
+            .get(&format!("{entity}_id"))
+            .and_then(lenient_i64)
+    });
     Ok(Delivery::Event(Event {
         event_id,
         subscription_id,
@@ -161,7 +162,9 @@ mod tests {
    "request_body":"{}","time_entry_id":"4100000001","workspace_id":"9000001"},
  "payload":{"id":4100000001,"workspace_id":9000001,"duration":-1736499600,"stop":null},
  "subscription_id":42,"timestamp":"2025-01-10T09:00:02.170443406Z","url_callback":"https://example.test/hooks/toggl"}"#;
-        let Delivery::Event(e) = parse(body).expect("parses") else { panic!("not an event") };
+        let Delivery::Event(e) = parse(body).expect("parses") else {
+            panic!("not an event")
+        };
         assert_eq!(e.event_id, 8_100_000_000_000_001);
         assert_eq!(e.entity, "time_entry");
         assert_eq!(e.action, "created");
@@ -186,8 +189,14 @@ mod tests {
     #[test]
     fn refuses_non_envelopes() {
         assert!(matches!(parse(b"not json"), Err(EnvelopeError::NotJson(_))));
-        assert!(matches!(parse(b"[1,2]"), Err(EnvelopeError::NotEnvelope(_))));
-        assert!(matches!(parse(br#"{"payload":{}}"#), Err(EnvelopeError::NotEnvelope(_))));
+        assert!(matches!(
+            parse(b"[1,2]"),
+            Err(EnvelopeError::NotEnvelope(_))
+        ));
+        assert!(matches!(
+            parse(br#"{"payload":{}}"#),
+            Err(EnvelopeError::NotEnvelope(_))
+        ));
         assert!(matches!(
             parse(br#"{"event_id":1,"metadata":{"model":"x y","action":"created"},"payload":{}}"#),
             Err(EnvelopeError::NotEnvelope(_))

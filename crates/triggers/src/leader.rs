@@ -39,10 +39,10 @@ use std::future::Future;
 use std::time::Duration;
 
 use rand::RngCore;
+use toggl_connect_store::Store;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use toggl_connect_store::Store;
 
 /// Shortest renewal period: a smaller `ttl` would only hammer the database.
 const MIN_PERIOD: Duration = Duration::from_millis(10);

@@ -44,8 +44,9 @@ impl Rejection {
 }
 
 /// Upper bounds of the store latency histogram, in seconds.
-const LATENCY_BUCKETS: [f64; 12] =
-    [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 5.0];
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 5.0,
+];
 
 /// The receiver's counters.
 #[derive(Debug, Default)]
@@ -79,7 +80,10 @@ impl Metrics {
     }
     /// A delivery was refused.
     pub fn rejected(&self, why: Rejection) {
-        let i = Rejection::ALL.iter().position(|r| *r == why).expect("ALL lists every variant");
+        let i = Rejection::ALL
+            .iter()
+            .position(|r| *r == why)
+            .expect("ALL lists every variant");
         self.rejected[i].fetch_add(1, Ordering::Relaxed);
     }
     /// How long the durable store call took.
@@ -102,7 +106,10 @@ impl Metrics {
 
     /// Number of refused deliveries for `why`.
     pub fn rejected_count(&self, why: Rejection) -> u64 {
-        let i = Rejection::ALL.iter().position(|r| *r == why).expect("ALL lists every variant");
+        let i = Rejection::ALL
+            .iter()
+            .position(|r| *r == why)
+            .expect("ALL lists every variant");
         self.rejected[i].load(Ordering::Relaxed)
     }
 
@@ -113,10 +120,30 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
             let _ = writeln!(out, "{name} {}", v.load(Ordering::Relaxed));
         };
-        counter(&mut out, "toggl_connect_deliveries_received_total", "Webhook deliveries received.", &self.received);
-        counter(&mut out, "toggl_connect_pings_total", "Validation pings answered.", &self.pings);
-        counter(&mut out, "toggl_connect_events_stored_total", "Events stored durably.", &self.stored);
-        counter(&mut out, "toggl_connect_events_duplicate_total", "Redelivered events acknowledged without storing again.", &self.duplicates);
+        counter(
+            &mut out,
+            "toggl_connect_deliveries_received_total",
+            "Webhook deliveries received.",
+            &self.received,
+        );
+        counter(
+            &mut out,
+            "toggl_connect_pings_total",
+            "Validation pings answered.",
+            &self.pings,
+        );
+        counter(
+            &mut out,
+            "toggl_connect_events_stored_total",
+            "Events stored durably.",
+            &self.stored,
+        );
+        counter(
+            &mut out,
+            "toggl_connect_events_duplicate_total",
+            "Redelivered events acknowledged without storing again.",
+            &self.duplicates,
+        );
         let _ = writeln!(
             out,
             "# HELP toggl_connect_deliveries_rejected_total Deliveries refused, by reason.\n# TYPE toggl_connect_deliveries_rejected_total counter"
@@ -130,9 +157,16 @@ impl Metrics {
             );
         }
         let name = "toggl_connect_store_latency_seconds";
-        let _ = writeln!(out, "# HELP {name} Time to store an event durably.\n# TYPE {name} histogram");
+        let _ = writeln!(
+            out,
+            "# HELP {name} Time to store an event durably.\n# TYPE {name} histogram"
+        );
         for (bucket, bound) in self.latency_buckets.iter().zip(LATENCY_BUCKETS) {
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {}", bucket.load(Ordering::Relaxed));
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"{bound}\"}} {}",
+                bucket.load(Ordering::Relaxed)
+            );
         }
         let count = self.latency_count.load(Ordering::Relaxed);
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");

@@ -56,7 +56,9 @@ pub enum PollError {
     #[error(transparent)]
     Trigger(#[from] UnknownTrigger),
     /// Toggl offers no `since=` listing for this entity, so its changes cannot be polled.
-    #[error("trigger {trigger} cannot be polled: Toggl has no since= listing for {entity} (use webhooks for it)")]
+    #[error(
+        "trigger {trigger} cannot be polled: Toggl has no since= listing for {entity} (use webhooks for it)"
+    )]
     NotPollable {
         /// The trigger.
         trigger: String,
@@ -64,7 +66,9 @@ pub enum PollError {
         entity: String,
     },
     /// The interval would spend more than the quota allows.
-    #[error("polling {entities} entities every {interval_secs} s needs {per_hour} requests/hour, but the user-level quota allows {allowed} for polling ({share}% of {total}/hour): use an interval of at least {min_interval_secs} s")]
+    #[error(
+        "polling {entities} entities every {interval_secs} s needs {per_hour} requests/hour, but the user-level quota allows {allowed} for polling ({share}% of {total}/hour): use an interval of at least {min_interval_secs} s"
+    )]
     TooFrequent {
         /// Entities polled.
         entities: usize,
@@ -105,12 +109,18 @@ impl PollPlan {
         for t in triggers {
             for (entity, _) in filters_for(t)? {
                 if endpoint(&entity).is_none() {
-                    return Err(PollError::NotPollable { trigger: t.clone(), entity });
+                    return Err(PollError::NotPollable {
+                        trigger: t.clone(),
+                        entity,
+                    });
                 }
                 entities.insert(entity);
             }
         }
-        Ok(Self { entities: entities.into_iter().collect(), interval })
+        Ok(Self {
+            entities: entities.into_iter().collect(),
+            interval,
+        })
     }
 
     /// Requests per hour this plan sends.
@@ -122,15 +132,25 @@ impl PollPlan {
 
     /// Refuses the plan when it needs more than [`POLL_QUOTA_SHARE`] of `user_quota_total`.
     pub fn check(&self, user_quota_total: Option<u64>) -> Result<(), PollError> {
-        let Some(total) = user_quota_total else { return Ok(()) };
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+        let Some(total) = user_quota_total else {
+            return Ok(());
+        };
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss
+        )]
         let allowed = ((total as f64) * POLL_QUOTA_SHARE).floor() as u64;
         let per_hour = self.requests_per_hour();
         if per_hour <= allowed {
             return Ok(());
         }
         let per_cycle = self.entities.len() as u64;
-        let min_interval_secs = if allowed == 0 { u64::MAX } else { (3600 * per_cycle).div_ceil(allowed) };
+        let min_interval_secs = if allowed == 0 {
+            u64::MAX
+        } else {
+            (3600 * per_cycle).div_ceil(allowed)
+        };
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         Err(PollError::TooFrequent {
             entities: self.entities.len(),
@@ -149,7 +169,11 @@ pub async fn user_quota_total(client: &Client) -> Result<Option<u64>, ClientErro
     let body = client.send(ApiRequest::get("/api/v9/me/quota")).await?.body;
     Ok(body
         .as_array()
-        .and_then(|items| items.iter().find(|i| i.get("organization_id").is_none_or(Value::is_null)))
+        .and_then(|items| {
+            items
+                .iter()
+                .find(|i| i.get("organization_id").is_none_or(Value::is_null))
+        })
         .and_then(|i| i.get("total"))
         .and_then(Value::as_u64))
 }
@@ -179,13 +203,25 @@ pub struct Poller {
 }
 
 fn deletion_time(item: &Value) -> Option<&Value> {
-    ["server_deleted_at", "deleted_at"].iter().find_map(|k| item.get(*k).filter(|v| !v.is_null()))
+    ["server_deleted_at", "deleted_at"]
+        .iter()
+        .find_map(|k| item.get(*k).filter(|v| !v.is_null()))
 }
 
 impl Poller {
     /// A poller (source `Poll`) or catch-up reader (source `Catchup`) for `plan`.
-    pub fn new(client: Client, receiver: Arc<Receiver>, plan: PollPlan, source: EventSource) -> Self {
-        Self { client, receiver, plan, source }
+    pub fn new(
+        client: Client,
+        receiver: Arc<Receiver>,
+        plan: PollPlan,
+        source: EventSource,
+    ) -> Self {
+        Self {
+            client,
+            receiver,
+            plan,
+            source,
+        }
     }
 
     /// One pass over every entity of the plan.
@@ -207,27 +243,44 @@ impl Poller {
         let store = self.receiver.store();
         let since_key = format!("poll:since:{entity}");
         let max_id_key = format!("poll:max_id:{entity}");
-        let checkpoint = store.get_checkpoint(&since_key).await?.and_then(|s| s.parse::<i64>().ok());
+        let checkpoint = store
+            .get_checkpoint(&since_key)
+            .await?
+            .and_then(|s| s.parse::<i64>().ok());
         let started = chrono::Utc::now().timestamp();
         let Some(since) = checkpoint else {
             // Baseline: remember where we start and the highest id there is; announce nothing.
             let items = self.client.send(ApiRequest::get(path)).await?.body;
-            let max_id = items.as_array().into_iter().flatten().filter_map(|i| i.get("id").and_then(lenient_i64)).max();
+            let max_id = items
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|i| i.get("id").and_then(lenient_i64))
+                .max();
             if let Some(max_id) = max_id {
-                store.set_checkpoint(&max_id_key, &max_id.to_string()).await?;
+                store
+                    .set_checkpoint(&max_id_key, &max_id.to_string())
+                    .await?;
             }
-            store.set_checkpoint(&since_key, &started.to_string()).await?;
+            store
+                .set_checkpoint(&since_key, &started.to_string())
+                .await?;
             report.baselines += 1;
             return Ok(());
         };
         let window_start = since - OVERLAP_SECS;
         let req = ApiRequest::get(path).with_query("since", window_start.to_string());
         let items = self.client.send(req).await?.body;
-        let max_known = store.get_checkpoint(&max_id_key).await?.and_then(|s| s.parse::<i64>().ok());
+        let max_known = store
+            .get_checkpoint(&max_id_key)
+            .await?
+            .and_then(|s| s.parse::<i64>().ok());
         let mut max_seen = max_known;
         for item in items.as_array().into_iter().flatten() {
             report.seen += 1;
-            let Some(id) = item.get("id").and_then(lenient_i64) else { continue };
+            let Some(id) = item.get("id").and_then(lenient_i64) else {
+                continue;
+            };
             max_seen = Some(max_seen.map_or(id, |m| m.max(id)));
             // Already known at this version or newer (a webhook brought it): nothing missed.
             if let Some((state, _)) = self.receiver.store().get_entity_state(entity, id).await? {
@@ -236,13 +289,20 @@ impl Poller {
                     continue;
                 }
             }
-            let action = self.action_for(entity, id, item, window_start, max_known).await?;
-            let version = item.get("at").map_or_else(String::new, |v| v.as_str().map_or_else(|| v.to_string(), str::to_owned));
+            let action = self
+                .action_for(entity, id, item, window_start, max_known)
+                .await?;
+            let version = item.get("at").map_or_else(String::new, |v| {
+                v.as_str().map_or_else(|| v.to_string(), str::to_owned)
+            });
             // Not the action: the same version must not become "created" once and "updated" on the
             // overlapping next poll. A deletion is its own version even if `at` did not move.
             let deleted = if action == "deleted" { ":deleted" } else { "" };
             let dedupe_key = format!("{entity}:{id}:{version}{deleted}");
-            let workspace_id = item.get("workspace_id").or_else(|| item.get("wid")).and_then(lenient_i64);
+            let workspace_id = item
+                .get("workspace_id")
+                .or_else(|| item.get("wid"))
+                .and_then(lenient_i64);
             let envelope = json!({
                 "event_id": 0,
                 "created_at": chrono::Utc::now().to_rfc3339(),
@@ -269,8 +329,10 @@ impl Poller {
                 created_at: None,
                 payload: item.clone(),
             };
-            let (_, duplicate) =
-                self.receiver.store_event(&event, &envelope.to_string(), self.source, Some(dedupe_key)).await?;
+            let (_, duplicate) = self
+                .receiver
+                .store_event(&event, &envelope.to_string(), self.source, Some(dedupe_key))
+                .await?;
             if duplicate {
                 report.duplicates += 1;
             } else {
@@ -282,7 +344,9 @@ impl Poller {
                 store.set_checkpoint(&max_id_key, &m.to_string()).await?;
             }
         }
-        store.set_checkpoint(&since_key, &started.to_string()).await?;
+        store
+            .set_checkpoint(&since_key, &started.to_string())
+            .await?;
         Ok(())
     }
 
@@ -297,7 +361,13 @@ impl Poller {
         if deletion_time(item).is_some() {
             return Ok("deleted");
         }
-        if self.receiver.store().get_entity_state(entity, id).await?.is_some() {
+        if self
+            .receiver
+            .store()
+            .get_entity_state(entity, id)
+            .await?
+            .is_some()
+        {
             return Ok("updated");
         }
         let created_before_window = item
@@ -318,8 +388,16 @@ impl Poller {
     pub async fn run(self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         loop {
             match self.cycle().await {
-                Ok(r) => tracing::debug!(seen = r.seen, stored = r.stored, duplicates = r.duplicates, baselines = r.baselines, "poll cycle"),
-                Err(e) => tracing::warn!(error = %format!("{e:#}"), "poll cycle failed; next cycle retries"),
+                Ok(r) => tracing::debug!(
+                    seen = r.seen,
+                    stored = r.stored,
+                    duplicates = r.duplicates,
+                    baselines = r.baselines,
+                    "poll cycle"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "poll cycle failed; next cycle retries")
+                }
             }
             tokio::select! {
                 () = tokio::time::sleep(self.plan.interval) => {}
@@ -339,7 +417,15 @@ mod tests {
 
     #[test]
     fn plan_collects_entities_and_refuses_unpollable() {
-        let p = PollPlan::new(&s(&["time_entry_started", "time_entry_deleted", "project_created"]), Duration::from_secs(600)).expect("pollable");
+        let p = PollPlan::new(
+            &s(&[
+                "time_entry_started",
+                "time_entry_deleted",
+                "project_created",
+            ]),
+            Duration::from_secs(600),
+        )
+        .expect("pollable");
         assert_eq!(p.entities, vec!["project", "time_entry"]);
         assert_eq!(p.requests_per_hour(), 12);
         assert!(matches!(
@@ -350,12 +436,19 @@ mod tests {
 
     #[test]
     fn interval_must_fit_the_user_quota() {
-        let p = PollPlan::new(&s(&["time_entry_created", "project_created"]), Duration::from_secs(60)).expect("pollable");
+        let p = PollPlan::new(
+            &s(&["time_entry_created", "project_created"]),
+            Duration::from_secs(60),
+        )
+        .expect("pollable");
         let err = p.check(Some(30)).expect_err("120/h does not fit 15/h");
         let text = err.to_string();
         assert!(text.contains("needs 120 requests/hour"), "{text}");
         assert!(text.contains("at least 480 s"), "{text}");
-        let ok = PollPlan { interval: Duration::from_secs(480), ..p };
+        let ok = PollPlan {
+            interval: Duration::from_secs(480),
+            ..p
+        };
         assert!(ok.check(Some(30)).is_ok());
         assert!(ok.check(None).is_ok());
     }

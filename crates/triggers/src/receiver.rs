@@ -56,8 +56,14 @@ impl SecretRing {
     /// Accepts `secret` for `subscription_id` (or for a subscription being created).
     pub fn add(&self, subscription_id: Option<i64>, secret: SigningSecret) {
         let mut entries = self.entries.write();
-        if !entries.iter().any(|e| e.subscription_id == subscription_id && e.secret == secret) {
-            entries.push(RingEntry { subscription_id, secret });
+        if !entries
+            .iter()
+            .any(|e| e.subscription_id == subscription_id && e.secret == secret)
+        {
+            entries.push(RingEntry {
+                subscription_id,
+                secret,
+            });
         }
     }
 
@@ -79,7 +85,9 @@ impl SecretRing {
 
     /// Forgets an unbound secret (a create that failed).
     pub fn remove_unbound(&self, secret: &SigningSecret) {
-        self.entries.write().retain(|e| !(e.subscription_id.is_none() && &e.secret == secret));
+        self.entries
+            .write()
+            .retain(|e| !(e.subscription_id.is_none() && &e.secret == secret));
     }
 
     /// How many secrets are accepted.
@@ -93,14 +101,19 @@ impl SecretRing {
     }
 
     fn snapshot(&self) -> Vec<SigningSecret> {
-        self.entries.read().iter().map(|e| e.secret.clone()).collect()
+        self.entries
+            .read()
+            .iter()
+            .map(|e| e.secret.clone())
+            .collect()
     }
 }
 
 /// Decides which jobs an event starts; the automation crate provides the real one.
 pub trait JobPlanner: Send + Sync + 'static {
     /// Jobs for `event`, which fires every trigger in `classification`.
-    fn plan(&self, event: &Event, classification: &Classification, envelope: &Value) -> Vec<NewJob>;
+    fn plan(&self, event: &Event, classification: &Classification, envelope: &Value)
+    -> Vec<NewJob>;
 }
 
 /// A stored event, announced to in-process listeners after it is durable.
@@ -125,7 +138,10 @@ pub struct ReceiverConfig {
 
 impl Default for ReceiverConfig {
     fn default() -> Self {
-        Self { callback_path: DEFAULT_CALLBACK_PATH.into(), max_body_bytes: DEFAULT_MAX_BODY_BYTES }
+        Self {
+            callback_path: DEFAULT_CALLBACK_PATH.into(),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+        }
     }
 }
 
@@ -142,7 +158,9 @@ pub struct Receiver {
 
 impl std::fmt::Debug for Receiver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Receiver").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("Receiver")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -150,7 +168,15 @@ impl Receiver {
     /// A receiver storing into `store`, accepting the secrets in `secrets`.
     pub fn new(store: Store, secrets: Arc<SecretRing>, config: ReceiverConfig) -> Self {
         let (notices, _) = broadcast::channel(1024);
-        Self { store, secrets, metrics: Arc::default(), planner: None, validations: None, notices, config }
+        Self {
+            store,
+            secrets,
+            metrics: Arc::default(),
+            planner: None,
+            validations: None,
+            notices,
+            config,
+        }
     }
 
     /// Enqueues jobs for each stored event with `planner`.
@@ -198,10 +224,15 @@ impl Receiver {
         // The same version already arrived by another path (catch-up or polling stored it, and
         // now Toggl's retried delivery brings it): one change is one event.
         if source == EventSource::Webhook
-            && previous.as_ref().is_some_and(|(state, _)| same_version(state, &event.payload))
+            && previous
+                .as_ref()
+                .is_some_and(|(state, _)| same_version(state, &event.payload))
         {
             self.metrics.duplicate();
-            tracing::debug!(event_id = event.event_id, "version already stored by catch-up or polling");
+            tracing::debug!(
+                event_id = event.event_id,
+                "version already stored by catch-up or polling"
+            );
             return Ok((0, true));
         }
         let classification = classify(event, previous.as_ref().map(|(state, _)| state));
@@ -246,7 +277,11 @@ impl Receiver {
             self.metrics.duplicate();
         } else {
             self.metrics.stored();
-            let _ = self.notices.send(StoredNotice { id: outcome.id, triggers, jobs: job_count });
+            let _ = self.notices.send(StoredNotice {
+                id: outcome.id,
+                triggers,
+                jobs: job_count,
+            });
         }
         Ok((outcome.id, outcome.duplicate))
     }
@@ -254,12 +289,19 @@ impl Receiver {
 
 /// Whether `stored` and `incoming` are the same version of an entity: same `at`, same content.
 pub fn same_version(stored: &Value, incoming: &Value) -> bool {
-    stored.get("at").is_some_and(|at| !at.is_null() && Some(at) == incoming.get("at")) && stored == incoming
+    stored
+        .get("at")
+        .is_some_and(|at| !at.is_null() && Some(at) == incoming.get("at"))
+        && stored == incoming
 }
 
 /// Whether `stored` is at least as new as `incoming` (by `at`), so `incoming` tells nothing new.
 pub fn not_newer(stored: &Value, incoming: &Value) -> bool {
-    let at = |v: &Value| v.get("at").and_then(Value::as_str).and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok());
+    let at = |v: &Value| {
+        v.get("at")
+            .and_then(Value::as_str)
+            .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+    };
     match (at(stored), at(incoming)) {
         (Some(s), Some(i)) => s >= i,
         _ => false,
@@ -268,7 +310,11 @@ pub fn not_newer(stored: &Value, incoming: &Value) -> bool {
 
 /// The receiver's routes: the callback path (and everything below it), `/healthz`, `/metrics`.
 pub fn router(receiver: Arc<Receiver>) -> Router {
-    let base = receiver.config.callback_path.trim_end_matches('/').to_owned();
+    let base = receiver
+        .config
+        .callback_path
+        .trim_end_matches('/')
+        .to_owned();
     let limit = receiver.config.max_body_bytes;
     Router::new()
         .route(&base, any(deliver))
@@ -283,10 +329,18 @@ pub fn router(receiver: Arc<Receiver>) -> Router {
 
 async fn healthz(State(r): State<Arc<Receiver>>) -> Response {
     match r.store.ping().await {
-        Ok(()) => (StatusCode::OK, Json(json!({"status": "ok", "store": r.store.backend_name()}))).into_response(),
+        Ok(()) => (
+            StatusCode::OK,
+            Json(json!({"status": "ok", "store": r.store.backend_name()})),
+        )
+            .into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "health check: store unavailable");
-            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "unavailable"}))).into_response()
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"status": "unavailable"})),
+            )
+                .into_response()
         }
     }
 }
@@ -303,7 +357,11 @@ async fn metrics(State(r): State<Arc<Receiver>>) -> Response {
 
 fn reject(r: &Receiver, why: Rejection, status: StatusCode, message: &'static str) -> Response {
     r.metrics.rejected(why);
-    tracing::info!(reason = why.label(), status = status.as_u16(), "delivery rejected");
+    tracing::info!(
+        reason = why.label(),
+        status = status.as_u16(),
+        "delivery rejected"
+    );
     if message.is_empty() {
         status.into_response()
     } else {
@@ -311,11 +369,17 @@ fn reject(r: &Receiver, why: Rejection, status: StatusCode, message: &'static st
     }
 }
 
-async fn deliver(State(r): State<Arc<Receiver>>, method: Method, headers: HeaderMap, body: Body) -> Response {
+async fn deliver(
+    State(r): State<Arc<Receiver>>,
+    method: Method,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     r.metrics.received();
     if method != Method::POST {
         let mut resp = reject(&r, Rejection::Method, StatusCode::METHOD_NOT_ALLOWED, "");
-        resp.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static("POST"));
+        resp.headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
         return resp;
     }
     let declared = headers
@@ -323,7 +387,12 @@ async fn deliver(State(r): State<Arc<Receiver>>, method: Method, headers: Header
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > r.config.max_body_bytes as u64) {
-        return reject(&r, Rejection::TooLarge, StatusCode::PAYLOAD_TOO_LARGE, "body too large");
+        return reject(
+            &r,
+            Rejection::TooLarge,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body too large",
+        );
     }
     let bytes: Bytes = match axum::body::to_bytes(body, r.config.max_body_bytes).await {
         Ok(b) => b,
@@ -332,50 +401,107 @@ async fn deliver(State(r): State<Arc<Receiver>>, method: Method, headers: Header
                 .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
                 || e.to_string().contains("length limit");
             return if too_large {
-                reject(&r, Rejection::TooLarge, StatusCode::PAYLOAD_TOO_LARGE, "body too large")
+                reject(
+                    &r,
+                    Rejection::TooLarge,
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body too large",
+                )
             } else {
-                reject(&r, Rejection::Malformed, StatusCode::BAD_REQUEST, "could not read body")
+                reject(
+                    &r,
+                    Rejection::Malformed,
+                    StatusCode::BAD_REQUEST,
+                    "could not read body",
+                )
             };
         }
     };
     let candidates = r.secrets.snapshot();
-    let sig = headers.get(SIGNATURE_HEADER).map(axum::http::HeaderValue::as_bytes);
+    let sig = headers
+        .get(SIGNATURE_HEADER)
+        .map(axum::http::HeaderValue::as_bytes);
     if signature::verify(sig, &bytes, &candidates).is_err() {
         return reject(&r, Rejection::Signature, StatusCode::UNAUTHORIZED, "");
     }
     let delivery = match envelope::parse(&bytes) {
         Ok(d) => d,
-        Err(_) => return reject(&r, Rejection::Malformed, StatusCode::BAD_REQUEST, "not a Toggl webhook envelope"),
+        Err(_) => {
+            return reject(
+                &r,
+                Rejection::Malformed,
+                StatusCode::BAD_REQUEST,
+                "not a Toggl webhook envelope",
+            );
+        }
     };
     match delivery {
-        Delivery::Ping { subscription_id, validation_code, validation_code_url } => {
+        Delivery::Ping {
+            subscription_id,
+            validation_code,
+            validation_code_url,
+        } => {
             r.metrics.ping();
-            if let (Some(v), Some(sid), Some(url)) = (&r.validations, subscription_id, validation_code_url) {
+            if let (Some(v), Some(sid), Some(url)) =
+                (&r.validations, subscription_id, validation_code_url)
+            {
                 v.record(sid, url);
             }
-            tracing::info!(subscription_id, with_code = validation_code.is_some(), "validation ping answered");
+            tracing::info!(
+                subscription_id,
+                with_code = validation_code.is_some(),
+                "validation ping answered"
+            );
             match validation_code {
-                Some(code) => (StatusCode::OK, Json(json!({"validation_code": code}))).into_response(),
+                Some(code) => {
+                    (StatusCode::OK, Json(json!({"validation_code": code}))).into_response()
+                }
                 None => (StatusCode::OK, Json(json!({"status": "ok"}))).into_response(),
             }
         }
         Delivery::Event(event) => {
             let raw = match std::str::from_utf8(&bytes) {
                 Ok(s) => s,
-                Err(_) => return reject(&r, Rejection::Malformed, StatusCode::BAD_REQUEST, "body is not UTF-8"),
+                Err(_) => {
+                    return reject(
+                        &r,
+                        Rejection::Malformed,
+                        StatusCode::BAD_REQUEST,
+                        "body is not UTF-8",
+                    );
+                }
             };
             match r.store_event(&event, raw, EventSource::Webhook, None).await {
                 Ok((id, duplicate)) => {
-                    tracing::debug!(id, event_id = event.event_id, duplicate, "event acknowledged");
-                    (StatusCode::OK, Json(json!({"stored": !duplicate, "duplicate": duplicate}))).into_response()
+                    tracing::debug!(
+                        id,
+                        event_id = event.event_id,
+                        duplicate,
+                        "event acknowledged"
+                    );
+                    (
+                        StatusCode::OK,
+                        Json(json!({"stored": !duplicate, "duplicate": duplicate})),
+                    )
+                        .into_response()
                 }
                 Err(e) if e.is_unavailable() => {
                     tracing::error!(error = %e, "store unavailable: delivery refused so Toggl redelivers");
-                    reject(&r, Rejection::Unavailable, StatusCode::SERVICE_UNAVAILABLE, "store unavailable")
+                    reject(
+                        &r,
+                        Rejection::Unavailable,
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "store unavailable",
+                    )
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "storing event failed");
-                    reject(&r, Rejection::Unavailable, StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+                    reject(
+                        &r,
+                        Rejection::Unavailable,
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "internal error",
+                    )
                 }
             }
         }

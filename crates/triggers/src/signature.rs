@@ -58,7 +58,8 @@ pub enum SignatureError {
 
 /// The header value Toggl would send for `body` signed with `secret`.
 pub fn sign(secret: &SigningSecret, body: &[u8]) -> String {
-    let mut mac = HmacSha256::new_from_slice(secret.expose()).expect("HMAC accepts keys of any length");
+    let mut mac =
+        HmacSha256::new_from_slice(secret.expose()).expect("HMAC accepts keys of any length");
     mac.update(body);
     format!("{PREFIX}{}", hex::encode(mac.finalize().into_bytes()))
 }
@@ -73,7 +74,9 @@ pub fn verify<'a>(
     candidates: impl IntoIterator<Item = &'a SigningSecret>,
 ) -> Result<usize, SignatureError> {
     let header = header.ok_or(SignatureError::Missing)?;
-    let header = std::str::from_utf8(header).map_err(|_| SignatureError::Malformed)?.trim();
+    let header = std::str::from_utf8(header)
+        .map_err(|_| SignatureError::Malformed)?
+        .trim();
     let hex_part = header
         .get(..PREFIX.len())
         .filter(|p| p.eq_ignore_ascii_case(PREFIX))
@@ -109,7 +112,10 @@ mod tests {
     fn known_answer_signs_and_verifies() {
         let secret = SigningSecret::new(KAT_SECRET);
         assert_eq!(sign(&secret, KAT_BODY.as_bytes()), KAT_HEADER);
-        assert_eq!(verify(Some(KAT_HEADER.as_bytes()), KAT_BODY.as_bytes(), [&secret]), Ok(0));
+        assert_eq!(
+            verify(Some(KAT_HEADER.as_bytes()), KAT_BODY.as_bytes(), [&secret]),
+            Ok(0)
+        );
     }
 
     #[test]
@@ -141,8 +147,18 @@ mod tests {
     #[test]
     fn malformed_headers() {
         let s = SigningSecret::new("k");
-        for bad in ["", "sha256=", "sha1=abcd", "sha256=zz", &format!("sha256={}", "a".repeat(66))] {
-            assert_eq!(verify(Some(bad.as_bytes()), b"x", [&s]), Err(SignatureError::Malformed), "{bad}");
+        for bad in [
+            "",
+            "sha256=",
+            "sha1=abcd",
+            "sha256=zz",
+            &format!("sha256={}", "a".repeat(66)),
+        ] {
+            assert_eq!(
+                verify(Some(bad.as_bytes()), b"x", [&s]),
+                Err(SignatureError::Malformed),
+                "{bad}"
+            );
         }
         assert_eq!(verify(None, b"x", [&s]), Err(SignatureError::Missing));
     }

@@ -48,13 +48,17 @@ pub const DERIVED: [&str; 2] = ["time_entry_started", "time_entry_stopped"];
 
 /// A trigger name that is not one Toggl can fire.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown trigger `{0}` (expected <entity>_<action> such as project_created, or time_entry_started / time_entry_stopped)")]
+#[error(
+    "unknown trigger `{0}` (expected <entity>_<action> such as project_created, or time_entry_started / time_entry_stopped)"
+)]
 pub struct UnknownTrigger(pub String);
 
 /// Every trigger name there is, for `--help` texts and validation.
 pub fn all_triggers() -> Vec<String> {
-    let mut v: Vec<String> =
-        ENTITIES.iter().flat_map(|e| ACTIONS.iter().map(move |a| format!("{e}_{a}"))).collect();
+    let mut v: Vec<String> = ENTITIES
+        .iter()
+        .flat_map(|e| ACTIONS.iter().map(move |a| format!("{e}_{a}")))
+        .collect();
     v.extend(DERIVED.iter().map(|d| (*d).to_owned()));
     v
 }
@@ -63,7 +67,10 @@ pub fn all_triggers() -> Vec<String> {
 pub fn filters_for(trigger: &str) -> Result<Vec<(String, String)>, UnknownTrigger> {
     match trigger {
         "time_entry_started" => {
-            return Ok(vec![("time_entry".into(), "created".into()), ("time_entry".into(), "updated".into())]);
+            return Ok(vec![
+                ("time_entry".into(), "created".into()),
+                ("time_entry".into(), "updated".into()),
+            ]);
         }
         "time_entry_stopped" => return Ok(vec![("time_entry".into(), "updated".into())]),
         _ => {}
@@ -84,7 +91,10 @@ pub fn filters_for(trigger: &str) -> Result<Vec<(String, String)>, UnknownTrigge
 /// `{"*", "*"}`. Every choice of action wildcards is tried (there are only 2^3); for each, the
 /// entities with the most remaining actions are widened until the filters fit. Of the choices
 /// that fit, the one delivering the fewest unwanted `{entity, action}` pairs wins.
-pub fn pack(triggers: &[String], max_filters: usize) -> Result<Vec<(String, String)>, UnknownTrigger> {
+pub fn pack(
+    triggers: &[String],
+    max_filters: usize,
+) -> Result<Vec<(String, String)>, UnknownTrigger> {
     let mut needed: BTreeSet<(String, String)> = BTreeSet::new();
     for t in triggers {
         needed.extend(filters_for(t)?);
@@ -92,8 +102,12 @@ pub fn pack(triggers: &[String], max_filters: usize) -> Result<Vec<(String, Stri
     let max_filters = max_filters.max(1);
     let mut best: Option<(usize, Vec<(String, String)>)> = None;
     for mask in 0..(1u8 << ACTIONS.len()) {
-        let wild: Vec<&str> =
-            ACTIONS.iter().enumerate().filter(|(i, _)| mask & (1 << i) != 0).map(|(_, a)| *a).collect();
+        let wild: Vec<&str> = ACTIONS
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| mask & (1 << i) != 0)
+            .map(|(_, a)| *a)
+            .collect();
         // A wildcard for an action nobody needs only adds deliveries.
         if wild.iter().any(|a| !needed.iter().any(|(_, na)| na == a)) {
             continue;
@@ -111,7 +125,10 @@ pub fn pack(triggers: &[String], max_filters: usize) -> Result<Vec<(String, Stri
             .collect();
         let count = |widened: &BTreeSet<&str>| {
             wild.len()
-                + by_entity.iter().map(|(e, acts)| if widened.contains(e) { 1 } else { acts.len() }).sum::<usize>()
+                + by_entity
+                    .iter()
+                    .map(|(e, acts)| if widened.contains(e) { 1 } else { acts.len() })
+                    .sum::<usize>()
         };
         let mut order: Vec<(&str, usize)> = by_entity.iter().map(|(e, a)| (*e, a.len())).collect();
         order.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
@@ -124,7 +141,10 @@ pub fn pack(triggers: &[String], max_filters: usize) -> Result<Vec<(String, Stri
         if count(&widened) > max_filters {
             continue;
         }
-        let mut filters: Vec<(String, String)> = wild.iter().map(|a| ("*".to_owned(), (*a).to_owned())).collect();
+        let mut filters: Vec<(String, String)> = wild
+            .iter()
+            .map(|a| ("*".to_owned(), (*a).to_owned()))
+            .collect();
         let mut covered = wild.len() * ENTITIES.len();
         for (e, acts) in &by_entity {
             if widened.contains(e) {
@@ -136,7 +156,10 @@ pub fn pack(triggers: &[String], max_filters: usize) -> Result<Vec<(String, Stri
             }
         }
         let extra = covered.saturating_sub(needed.len());
-        if best.as_ref().is_none_or(|(b, f)| extra < *b || (extra == *b && filters.len() < f.len())) {
+        if best
+            .as_ref()
+            .is_none_or(|(b, f)| extra < *b || (extra == *b && filters.len() < f.len()))
+        {
             best = Some((extra, filters));
         }
     }
@@ -184,7 +207,9 @@ pub enum SubscriptionError {
     #[error("unexpected webhooks api response: {0}")]
     Unexpected(String),
     /// The workspace already has as many subscriptions as the plan allows, none of them ours.
-    #[error("workspace {workspace_id} already has {existing} of {max} webhook subscriptions allowed by its plan, none for {url}: delete one or raise the plan")]
+    #[error(
+        "workspace {workspace_id} already has {existing} of {max} webhook subscriptions allowed by its plan, none for {url}: delete one or raise the plan"
+    )]
     LimitReached {
         /// The workspace.
         workspace_id: i64,
@@ -241,7 +266,10 @@ fn parse_filters(v: &Value) -> Vec<(String, String)> {
             items
                 .iter()
                 .filter_map(|i| {
-                    Some((i.get("entity")?.as_str()?.to_owned(), i.get("action")?.as_str()?.to_owned()))
+                    Some((
+                        i.get("entity")?.as_str()?.to_owned(),
+                        i.get("action")?.as_str()?.to_owned(),
+                    ))
                 })
                 .collect()
         })
@@ -251,7 +279,12 @@ fn parse_filters(v: &Value) -> Vec<(String, String)> {
 }
 
 fn filters_json(filters: &[(String, String)]) -> Value {
-    Value::Array(filters.iter().map(|(e, a)| json!({"entity": e, "action": a})).collect())
+    Value::Array(
+        filters
+            .iter()
+            .map(|(e, a)| json!({"entity": e, "action": a}))
+            .collect(),
+    )
 }
 
 fn new_secret() -> String {
@@ -273,16 +306,27 @@ impl SubscriptionManager {
         for t in &triggers {
             filters_for(t)?;
         }
-        Ok(Self { client, store, secrets, validations, callback_url, triggers })
+        Ok(Self {
+            client,
+            store,
+            secrets,
+            validations,
+            callback_url,
+            triggers,
+        })
     }
 
     /// Loads the secrets of every stored subscription into the receiver's ring.
     pub async fn load_secrets(&self) -> Result<usize, StoreError> {
         let subs = self.store.list_subscriptions(None).await?;
         for s in &subs {
-            self.secrets.add(Some(s.subscription_id), SigningSecret::new(s.secret.expose()));
+            self.secrets.add(
+                Some(s.subscription_id),
+                SigningSecret::new(s.secret.expose()),
+            );
             if let Some(prev) = &s.previous_secret {
-                self.secrets.add(Some(s.subscription_id), SigningSecret::new(prev.expose()));
+                self.secrets
+                    .add(Some(s.subscription_id), SigningSecret::new(prev.expose()));
             }
         }
         Ok(subs.len())
@@ -294,7 +338,12 @@ impl SubscriptionManager {
         d
     }
 
-    async fn remember(&self, workspace_id: i64, sub: &Value, secret: &str) -> Result<(), StoreError> {
+    async fn remember(
+        &self,
+        workspace_id: i64,
+        sub: &Value,
+        secret: &str,
+    ) -> Result<(), StoreError> {
         self.store
             .upsert_subscription(Subscription {
                 workspace_id,
@@ -313,16 +362,39 @@ impl SubscriptionManager {
     /// Makes sure `workspace_id` has our subscription, enabled, validated, with the right filters.
     #[tracing::instrument(skip_all, fields(workspace_id))]
     pub async fn ensure(&self, workspace_id: i64) -> Result<EnsureReport, SubscriptionError> {
-        let limits = self.client.send(ApiRequest::get(format!("/webhooks/api/v1/limits/{workspace_id}"))).await?.body;
-        let max_webhooks = limits.get("max_webhooks").and_then(Value::as_u64).unwrap_or(1);
-        let max_filters = limits.get("max_events_per_webhook").and_then(Value::as_u64).unwrap_or(3);
-        let mut wanted = pack(&self.triggers, usize::try_from(max_filters).unwrap_or(usize::MAX))?;
+        let limits = self
+            .client
+            .send(ApiRequest::get(format!(
+                "/webhooks/api/v1/limits/{workspace_id}"
+            )))
+            .await?
+            .body;
+        let max_webhooks = limits
+            .get("max_webhooks")
+            .and_then(Value::as_u64)
+            .unwrap_or(1);
+        let max_filters = limits
+            .get("max_events_per_webhook")
+            .and_then(Value::as_u64)
+            .unwrap_or(3);
+        let mut wanted = pack(
+            &self.triggers,
+            usize::try_from(max_filters).unwrap_or(usize::MAX),
+        )?;
         wanted.sort();
-        let list = self.client.send(ApiRequest::get(format!("/webhooks/api/v1/subscriptions/{workspace_id}"))).await?.body;
+        let list = self
+            .client
+            .send(ApiRequest::get(format!(
+                "/webhooks/api/v1/subscriptions/{workspace_id}"
+            )))
+            .await?
+            .body;
         let subs = list.as_array().cloned().unwrap_or_default();
         let mut ours: Vec<&Value> = subs
             .iter()
-            .filter(|s| s.get("url_callback").and_then(Value::as_str) == Some(self.callback_url.as_str()))
+            .filter(|s| {
+                s.get("url_callback").and_then(Value::as_str) == Some(self.callback_url.as_str())
+            })
             .collect();
         let mut actions = Vec::new();
         // Duplicates of ours (an earlier crash between create and store) take plan slots: drop them.
@@ -330,7 +402,10 @@ impl SubscriptionManager {
             let extra = ours.pop().expect("len > 1");
             if let Some(sid) = i64_field(extra, "subscription_id") {
                 self.client
-                    .send(ApiRequest::new(http::Method::DELETE, format!("/webhooks/api/v1/subscriptions/{workspace_id}/{sid}")))
+                    .send(ApiRequest::new(
+                        http::Method::DELETE,
+                        format!("/webhooks/api/v1/subscriptions/{workspace_id}/{sid}"),
+                    ))
                     .await?;
                 self.store.delete_subscription(workspace_id, sid).await?;
                 actions.push(format!("deleted duplicate subscription {sid}"));
@@ -347,8 +422,9 @@ impl SubscriptionManager {
             }
             return self.create(workspace_id, wanted, actions).await;
         };
-        let sid = i64_field(existing, "subscription_id")
-            .ok_or_else(|| SubscriptionError::Unexpected("subscription without subscription_id".into()))?;
+        let sid = i64_field(existing, "subscription_id").ok_or_else(|| {
+            SubscriptionError::Unexpected("subscription without subscription_id".into())
+        })?;
         // The secret: ours from the store, else the one Toggl shows (a lost database).
         let stored = self.store.get_subscription(workspace_id, sid).await?;
         let secret = match (&stored, existing.get("secret").and_then(Value::as_str)) {
@@ -356,7 +432,8 @@ impl SubscriptionManager {
             (None, Some(s)) => s.to_owned(),
             (None, None) => new_secret(),
         };
-        self.secrets.add(Some(sid), SigningSecret::new(secret.as_bytes()));
+        self.secrets
+            .add(Some(sid), SigningSecret::new(secret.as_bytes()));
         let mut current = existing.clone();
         if parse_filters(existing) != wanted {
             let body = json!({
@@ -368,32 +445,54 @@ impl SubscriptionManager {
             });
             current = self
                 .client
-                .send(ApiRequest::new(http::Method::PUT, format!("/webhooks/api/v1/subscriptions/{workspace_id}/{sid}")).with_body(body))
+                .send(
+                    ApiRequest::new(
+                        http::Method::PUT,
+                        format!("/webhooks/api/v1/subscriptions/{workspace_id}/{sid}"),
+                    )
+                    .with_body(body),
+                )
                 .await?
                 .body;
             actions.push("filters updated".into());
         }
         if current.get("enabled").and_then(Value::as_bool) != Some(true) {
-            tracing::warn!(workspace_id, subscription_id = sid, "subscription was disabled; re-enabling");
+            tracing::warn!(
+                workspace_id,
+                subscription_id = sid,
+                "subscription was disabled; re-enabling"
+            );
             current = self
                 .client
                 .send(
-                    ApiRequest::new(http::Method::PATCH, format!("/webhooks/api/v1/subscriptions/{workspace_id}/{sid}"))
-                        .with_body(json!({"enabled": true}))
-                        .idempotent(true),
+                    ApiRequest::new(
+                        http::Method::PATCH,
+                        format!("/webhooks/api/v1/subscriptions/{workspace_id}/{sid}"),
+                    )
+                    .with_body(json!({"enabled": true}))
+                    .idempotent(true),
                 )
                 .await?
                 .body;
             actions.push("re-enabled".into());
         }
         if current.get("validated_at").is_none_or(Value::is_null) {
-            tracing::warn!(workspace_id, subscription_id = sid, "subscription is not validated; requesting validation");
+            tracing::warn!(
+                workspace_id,
+                subscription_id = sid,
+                "subscription is not validated; requesting validation"
+            );
             self.validate(workspace_id, sid).await?;
             actions.push("validation requested".into());
             current["validated_at"] = json!(chrono::Utc::now().to_rfc3339());
         }
         self.remember(workspace_id, &current, &secret).await?;
-        Ok(EnsureReport { workspace_id, subscription_id: sid, filters: wanted, actions })
+        Ok(EnsureReport {
+            workspace_id,
+            subscription_id: sid,
+            filters: wanted,
+            actions,
+        })
     }
 
     async fn create(
@@ -415,7 +514,10 @@ impl SubscriptionManager {
         });
         let created = match self
             .client
-            .send(ApiRequest::post(format!("/webhooks/api/v1/subscriptions/{workspace_id}"), body))
+            .send(ApiRequest::post(
+                format!("/webhooks/api/v1/subscriptions/{workspace_id}"),
+                body,
+            ))
             .await
         {
             Ok(r) => r.body,
@@ -424,36 +526,64 @@ impl SubscriptionManager {
                 return Err(e.into());
             }
         };
-        let sid = i64_field(&created, "subscription_id")
-            .ok_or_else(|| SubscriptionError::Unexpected("create answered without subscription_id".into()))?;
+        let sid = i64_field(&created, "subscription_id").ok_or_else(|| {
+            SubscriptionError::Unexpected("create answered without subscription_id".into())
+        })?;
         self.secrets.bind(&signing, sid);
         actions.push("created".into());
         let mut current = created;
         if current.get("validated_at").is_none_or(Value::is_null) {
-            tracing::warn!(workspace_id, subscription_id = sid, "new subscription not validated synchronously; validating");
+            tracing::warn!(
+                workspace_id,
+                subscription_id = sid,
+                "new subscription not validated synchronously; validating"
+            );
             self.validate(workspace_id, sid).await?;
             actions.push("validation requested".into());
             current["validated_at"] = json!(chrono::Utc::now().to_rfc3339());
         }
         self.remember(workspace_id, &current, &secret).await?;
         tracing::info!(workspace_id, subscription_id = sid, filters = ?wanted, "subscribed");
-        Ok(EnsureReport { workspace_id, subscription_id: sid, filters: wanted, actions })
+        Ok(EnsureReport {
+            workspace_id,
+            subscription_id: sid,
+            filters: wanted,
+            actions,
+        })
     }
 
     /// Pings the subscription (Toggl includes a validation code for unvalidated ones; the receiver
     /// echoes it and records its URL) and confirms the code through the URL when one was seen.
     async fn validate(&self, workspace_id: i64, sid: i64) -> Result<(), SubscriptionError> {
         self.client
-            .send(ApiRequest::post(format!("/webhooks/api/v1/ping/{workspace_id}/{sid}"), json!({})).idempotent(true))
+            .send(
+                ApiRequest::post(
+                    format!("/webhooks/api/v1/ping/{workspace_id}/{sid}"),
+                    json!({}),
+                )
+                .idempotent(true),
+            )
             .await?;
-        let Some(url) = self.validations.take(sid) else { return Ok(()) };
-        // Only ever call back into the Webhooks API we talk to: the URL came from a delivery.
-        let prefix = format!("{}/webhooks/api/v1/validate/", self.client.base_url().trim_end_matches('/'));
-        let Some(rest) = url.strip_prefix(&prefix) else {
-            tracing::warn!(subscription_id = sid, "ignoring validation URL outside the Webhooks API");
+        let Some(url) = self.validations.take(sid) else {
             return Ok(());
         };
-        match self.client.send(ApiRequest::get(format!("/webhooks/api/v1/validate/{rest}"))).await {
+        // Only ever call back into the Webhooks API we talk to: the URL came from a delivery.
+        let prefix = format!(
+            "{}/webhooks/api/v1/validate/",
+            self.client.base_url().trim_end_matches('/')
+        );
+        let Some(rest) = url.strip_prefix(&prefix) else {
+            tracing::warn!(
+                subscription_id = sid,
+                "ignoring validation URL outside the Webhooks API"
+            );
+            return Ok(());
+        };
+        match self
+            .client
+            .send(ApiRequest::get(format!("/webhooks/api/v1/validate/{rest}")))
+            .await
+        {
             // 400 = already validated (the ping's echo did it): fine.
             Ok(_) | Err(ClientError::Api { status: 400, .. }) => Ok(()),
             Err(e) => Err(e.into()),
@@ -478,7 +608,9 @@ impl SubscriptionManager {
                         tracing::warn!(workspace_id = wid, subscription_id = r.subscription_id, actions = ?r.actions, "subscription repaired");
                     }
                     Ok(_) => tracing::debug!(workspace_id = wid, "subscription healthy"),
-                    Err(e) => tracing::error!(workspace_id = wid, error = %format!("{e:#}"), "subscription check failed"),
+                    Err(e) => {
+                        tracing::error!(workspace_id = wid, error = %format!("{e:#}"), "subscription check failed")
+                    }
                 }
             }
         }
@@ -494,29 +626,69 @@ mod tests {
     }
 
     fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
-        v.iter().map(|(a, b)| ((*a).to_owned(), (*b).to_owned())).collect()
+        v.iter()
+            .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+            .collect()
     }
 
     #[test]
     fn seed_triggers_fit_premium_exactly() {
-        let t = s(&["time_entry_created", "time_entry_updated", "time_entry_deleted", "project_created", "project_updated", "project_deleted", "workspace_created"]);
-        assert_eq!(pack(&t, 12).expect("known"), pairs(&[("project", "*"), ("time_entry", "*"), ("workspace", "created")]));
+        let t = s(&[
+            "time_entry_created",
+            "time_entry_updated",
+            "time_entry_deleted",
+            "project_created",
+            "project_updated",
+            "project_deleted",
+            "workspace_created",
+        ]);
+        assert_eq!(
+            pack(&t, 12).expect("known"),
+            pairs(&[
+                ("project", "*"),
+                ("time_entry", "*"),
+                ("workspace", "created")
+            ])
+        );
     }
 
     #[test]
     fn free_plan_widens_to_fit_three_filters() {
-        let t = s(&["time_entry_created", "time_entry_updated", "project_created", "client_created", "tag_deleted"]);
+        let t = s(&[
+            "time_entry_created",
+            "time_entry_updated",
+            "project_created",
+            "client_created",
+            "tag_deleted",
+        ]);
         let packed = pack(&t, 3).expect("known");
-        assert_eq!(packed, pairs(&[("*", "created"), ("tag", "deleted"), ("time_entry", "updated")]));
-        assert_eq!(pack(&t, 5).expect("known").len(), 5, "exact filters when they fit");
+        assert_eq!(
+            packed,
+            pairs(&[
+                ("*", "created"),
+                ("tag", "deleted"),
+                ("time_entry", "updated")
+            ])
+        );
+        assert_eq!(
+            pack(&t, 5).expect("known").len(),
+            5,
+            "exact filters when they fit"
+        );
         let packed1 = pack(&t, 1).expect("known");
         assert_eq!(packed1, pairs(&[("*", "*")]));
     }
 
     #[test]
     fn derived_triggers_need_created_and_updated() {
-        assert_eq!(pack(&s(&["time_entry_started"]), 3).expect("known"), pairs(&[("time_entry", "created"), ("time_entry", "updated")]));
-        assert_eq!(pack(&s(&["time_entry_stopped"]), 3).expect("known"), pairs(&[("time_entry", "updated")]));
+        assert_eq!(
+            pack(&s(&["time_entry_started"]), 3).expect("known"),
+            pairs(&[("time_entry", "created"), ("time_entry", "updated")])
+        );
+        assert_eq!(
+            pack(&s(&["time_entry_stopped"]), 3).expect("known"),
+            pairs(&[("time_entry", "updated")])
+        );
     }
 
     #[test]
@@ -524,6 +696,9 @@ mod tests {
         assert!(pack(&s(&["time_entry_exploded"]), 3).is_err());
         assert!(filters_for("spaceship_created").is_err());
         assert_eq!(all_triggers().len(), 29);
-        assert_eq!(pack(&all_triggers(), 50).expect("known"), pairs(&[("*", "*")]));
+        assert_eq!(
+            pack(&all_triggers(), 50).expect("known"),
+            pairs(&[("*", "*")])
+        );
     }
 }

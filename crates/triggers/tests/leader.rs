@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use rand::RngCore;
-use tokio::sync::watch;
-use tokio::time::Instant;
 use toggl_connect_store::{Store, StoreOptions};
 use toggl_connect_triggers::leader::{LeadEnd, LeaseConfig, lead};
+use tokio::sync::watch;
+use tokio::time::Instant;
 
 const PG_ENV: &str = "TOGGL_CONNECT_TEST_POSTGRES_URL";
 
@@ -26,7 +26,9 @@ struct Db {
 
 impl Db {
     async fn open(&self) -> Store {
-        Store::open(&self.url, self.options.clone()).await.expect("open store")
+        Store::open(&self.url, self.options.clone())
+            .await
+            .expect("open store")
     }
 }
 
@@ -129,13 +131,19 @@ async fn a_killed_leader_is_replaced_after_the_ttl_and_never_overlaps() {
         let ttl = Duration::from_millis(900);
         let w = Arc::new(Watch::default());
         let (store_a, store_b) = (db.open().await, db.open().await);
-        let cfg = |h: &str| LeaseConfig::new("repair", h, ttl).poll_every(Duration::from_millis(50));
+        let cfg =
+            |h: &str| LeaseConfig::new("repair", h, ttl).poll_every(Duration::from_millis(50));
         let (_sa, a) = spawn_lead(store_a, cfg("a"), &w);
         let (_sb, b) = spawn_lead(store_b, cfg("b"), &w);
         let first = eventually("a leader", Duration::from_secs(10), || w.leader()).await;
         // Both keep asking for a few renewal periods: still exactly one leader.
         tokio::time::sleep(ttl * 2).await;
-        assert_eq!(w.leader().as_deref(), Some(first.as_str()), "{}: leadership moved without cause", db.label);
+        assert_eq!(
+            w.leader().as_deref(),
+            Some(first.as_str()),
+            "{}: leadership moved without cause",
+            db.label
+        );
         assert_eq!(w.starts.load(Ordering::SeqCst), 1, "{}", db.label);
 
         // kill -9: the leader stops renewing and never releases.
@@ -150,8 +158,16 @@ async fn a_killed_leader_is_replaced_after_the_ttl_and_never_overlaps() {
         let waited = killed.elapsed();
         // The dead holder renewed at most ttl/3 before dying, so its lease had at least
         // 2*ttl/3 left: a takeover sooner would mean two leaders.
-        assert!(waited >= ttl / 2, "{}: takeover after only {waited:?}", db.label);
-        assert!(!w.overlap.load(Ordering::SeqCst), "{}: two leaders at once", db.label);
+        assert!(
+            waited >= ttl / 2,
+            "{}: takeover after only {waited:?}",
+            db.label
+        );
+        assert!(
+            !w.overlap.load(Ordering::SeqCst),
+            "{}: two leaders at once",
+            db.label
+        );
         assert_ne!(second, first);
         survivor.abort();
     }
@@ -163,9 +179,13 @@ async fn shutdown_stops_the_task_gracefully_and_hands_over_at_once() {
         // A ttl far longer than the test's patience: only the release can explain a takeover.
         let ttl = Duration::from_secs(30);
         let w = Arc::new(Watch::default());
-        let cfg = |h: &str| LeaseConfig::new("catchup", h, ttl).poll_every(Duration::from_millis(50));
+        let cfg =
+            |h: &str| LeaseConfig::new("catchup", h, ttl).poll_every(Duration::from_millis(50));
         let (stop_a, a) = spawn_lead(db.open().await, cfg("a"), &w);
-        eventually("a leads", Duration::from_secs(10), || w.leader().filter(|l| l == "a")).await;
+        eventually("a leads", Duration::from_secs(10), || {
+            w.leader().filter(|l| l == "a")
+        })
+        .await;
         let (_stop_b, b) = spawn_lead(db.open().await, cfg("b"), &w);
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert_eq!(w.leader().as_deref(), Some("a"), "{}", db.label);
@@ -173,8 +193,16 @@ async fn shutdown_stops_the_task_gracefully_and_hands_over_at_once() {
         let asked = Instant::now();
         stop_a.send(true).expect("a is running");
         assert_eq!(a.await.expect("lead returns"), LeadEnd::Shutdown);
-        assert_eq!(w.graceful_stops.load(Ordering::SeqCst), 1, "{}: the task was aborted, not stopped", db.label);
-        eventually("b takes over", Duration::from_secs(5), || w.leader().filter(|l| l == "b")).await;
+        assert_eq!(
+            w.graceful_stops.load(Ordering::SeqCst),
+            1,
+            "{}: the task was aborted, not stopped",
+            db.label
+        );
+        eventually("b takes over", Duration::from_secs(5), || {
+            w.leader().filter(|l| l == "b")
+        })
+        .await;
         assert!(asked.elapsed() < ttl / 2, "{}", db.label);
         assert!(!w.overlap.load(Ordering::SeqCst), "{}", db.label);
         b.abort();
@@ -193,14 +221,28 @@ async fn a_lease_taken_by_another_holder_stops_the_task_and_leadership_is_won_ba
 
         // As if a's lease had expired and another instance had taken it.
         assert!(store.release_lead("repair", "a").await.expect("release"));
-        assert!(store.try_lead("repair", "thief", Duration::from_secs(60)).await.expect("steal"));
+        assert!(
+            store
+                .try_lead("repair", "thief", Duration::from_secs(60))
+                .await
+                .expect("steal")
+        );
         eventually("a's task stopped", Duration::from_secs(5), || {
             (w.running.load(Ordering::SeqCst) == 0).then_some(())
         })
         .await;
-        assert!(!a.is_finished(), "{}: lead keeps competing after a loss", db.label);
+        assert!(
+            !a.is_finished(),
+            "{}: lead keeps competing after a loss",
+            db.label
+        );
 
-        assert!(store.release_lead("repair", "thief").await.expect("release"));
+        assert!(
+            store
+                .release_lead("repair", "thief")
+                .await
+                .expect("release")
+        );
         eventually("a leads again", Duration::from_secs(5), || {
             (w.starts.load(Ordering::SeqCst) == 2 && w.leader().is_some()).then_some(())
         })
@@ -231,7 +273,10 @@ async fn a_task_that_ends_gives_the_lease_back() {
         assert_eq!(end, LeadEnd::TaskEnded);
         assert_eq!(runs.load(Ordering::SeqCst), 1);
         assert!(
-            store.try_lead("once", "b", Duration::from_secs(30)).await.expect("try"),
+            store
+                .try_lead("once", "b", Duration::from_secs(30))
+                .await
+                .expect("try"),
             "{}: the lease was not released",
             db.label
         );

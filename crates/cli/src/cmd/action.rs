@@ -12,7 +12,9 @@ use crate::cmd::call::{
 
 /// Run `toggl-connect action`.
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  toggl-connect action create-task -p workspace_id=1234567 -p project_id=2001 -p name=\"Write docs\"\n  toggl-connect action start-timer -p workspace_id=1234567 -p start=2025-01-10T09:00:00Z -p description=Focus\n  toggl-connect definition show   # lists the actions and what they need")]
+#[command(
+    after_help = "Examples:\n  toggl-connect action create-task -p workspace_id=1234567 -p project_id=2001 -p name=\"Write docs\"\n  toggl-connect action start-timer -p workspace_id=1234567 -p start=2025-01-10T09:00:00Z -p description=Focus\n  toggl-connect definition show   # lists the actions and what they need"
+)]
 pub struct ActionArgs {
     /// The action (e.g. `create-client`, `start-timer`).
     pub name: String,
@@ -35,7 +37,11 @@ fn action(args: ActionArgs, out: &mut dyn Write) -> anyhow::Result<u8> {
     let Some(action) = connector.action(&args.name) else {
         let known: Vec<&str> = connector.actions.iter().map(|a| a.name.as_str()).collect();
         return Err(fail(
-            format!("unknown action {:?} (known: {})", args.name, known.join(", ")),
+            format!(
+                "unknown action {:?} (known: {})",
+                args.name,
+                known.join(", ")
+            ),
             None,
         )
         .into());
@@ -45,17 +51,30 @@ fn action(args: ActionArgs, out: &mut dyn Write) -> anyhow::Result<u8> {
         connector.action_operation(action),
     ) else {
         return Err(fail(
-            format!("action {} runs {}.{}, which does not exist", action.name, action.resource, action.operation),
+            format!(
+                "action {} runs {}.{}, which does not exist",
+                action.name, action.resource, action.operation
+            ),
             None,
         )
         .into());
     };
     let given = typed_params(op, &args.params)?;
     // Render before connecting: a missing or mistyped parameter never costs a request.
-    let req = connector.render_action(action, &given).map_err(|e| fail(e, None))?;
+    let req = connector
+        .render_action(action, &given)
+        .map_err(|e| fail(e, None))?;
     let params = action.defaults.merged(&given);
     let client = connect(&args.api)?;
     crate::cmd::runtime()
         .context("starting the runtime")?
-        .block_on(execute(&client, resource, op, &params, &req, &args.print, out))
+        .block_on(execute(
+            &client,
+            resource,
+            op,
+            &params,
+            &req,
+            &args.print,
+            out,
+        ))
 }

@@ -56,7 +56,9 @@ pub fn parse_param(text: &str) -> Result<(String, String), String> {
 
 /// Run `toggl-connect call`.
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  toggl-connect call clients.create -p workspace_id=1234567 -p name=Acme\n  toggl-connect call time_entries.current --raw\n  toggl-connect definition show   # lists every RESOURCE.OPERATION and its parameters")]
+#[command(
+    after_help = "Examples:\n  toggl-connect call clients.create -p workspace_id=1234567 -p name=Acme\n  toggl-connect call time_entries.current --raw\n  toggl-connect definition show   # lists every RESOURCE.OPERATION and its parameters"
+)]
 pub struct CallArgs {
     /// The operation to run, as RESOURCE.OPERATION (e.g. `projects.create`).
     #[arg(value_name = "RESOURCE.OPERATION")]
@@ -107,7 +109,9 @@ pub fn load_connector(paths: &[PathBuf]) -> Result<Connector, Reported> {
             }
             Err(fail(
                 format!("{:#}", anyhow::Error::new(e)),
-                Some("run `toggl-connect definition lint FILE...` to see every problem with its fix"),
+                Some(
+                    "run `toggl-connect definition lint FILE...` to see every problem with its fix",
+                ),
             ))
         }
     }
@@ -119,13 +123,16 @@ pub fn connect(api: &ApiArgs) -> Result<Client, Reported> {
     let Some(token) = config::api_token() else {
         return Err(fail(
             "TOGGL_API_TOKEN is not set",
-            Some("export TOGGL_API_TOKEN=... (find the token at the bottom of your Toggl profile page)"),
+            Some(
+                "export TOGGL_API_TOKEN=... (find the token at the bottom of your Toggl profile page)",
+            ),
         ));
     };
     let toggl = &loaded.config.toggl;
     let mut cfg = ClientConfig::with_token(token)
         .base_url(api.api_url.clone().unwrap_or_else(|| toggl.api_url.clone()));
-    cfg.pacing = (!api.no_pacing && toggl.pacing_ms > 0).then(|| Duration::from_millis(toggl.pacing_ms));
+    cfg.pacing =
+        (!api.no_pacing && toggl.pacing_ms > 0).then(|| Duration::from_millis(toggl.pacing_ms));
     cfg.max_quota_wait = Duration::from_secs(toggl.max_quota_wait_secs);
     cfg.request_timeout = Duration::from_secs(toggl.request_timeout_secs.max(1));
     Client::new(cfg).map_err(|e| fail(e, None))
@@ -145,7 +152,12 @@ pub async fn default_workspace(client: &Client) -> Result<i64, Reported> {
     me.body
         .get("default_workspace_id")
         .and_then(Value::as_i64)
-        .ok_or_else(|| fail("the user has no default workspace", Some("pass --workspace ID")))
+        .ok_or_else(|| {
+            fail(
+                "the user has no default workspace",
+                Some("pass --workspace ID"),
+            )
+        })
 }
 
 /// Sends a rendered request. A create whose outcome is unknown is checked with the operation's
@@ -164,7 +176,11 @@ pub async fn execute(
             print_output(out, resource, &output, print)?;
             Ok(0)
         }
-        Err(ClientError::OutcomeUnknown { method, path, reason }) => {
+        Err(ClientError::OutcomeUnknown {
+            method,
+            path,
+            reason,
+        }) => {
             eprintln!(
                 "error: the outcome of {method} {path} is unknown ({reason}): the request may have been applied"
             );
@@ -175,7 +191,9 @@ pub async fn execute(
                 ClientError::QuotaExhausted { .. } => {
                     Some("wait for the reset, or use another organization's workspace")
                 }
-                ClientError::NotFound { .. } => Some("check the ids with `toggl-connect query RESOURCE`"),
+                ClientError::NotFound { .. } => {
+                    Some("check the ids with `toggl-connect query RESOURCE`")
+                }
                 _ => None,
             };
             Ok(fail(e, hint).code)
@@ -200,7 +218,10 @@ async fn unknown_outcome(
     };
     // The lookup sees the values the create was sent with (defaults included).
     let resolved = op.resolve(params).unwrap_or_else(|_| params.clone());
-    let wanted = resolved.get(&lookup.param).map(Value::to_string).unwrap_or_default();
+    let wanted = resolved
+        .get(&lookup.param)
+        .map(Value::to_string)
+        .unwrap_or_default();
     eprintln!(
         "checking with {}.{} for {} = {wanted} ...",
         resource.name, lookup.operation, lookup.field
@@ -227,7 +248,10 @@ async fn unknown_outcome(
             Ok(EXIT_PROBLEMS)
         }
         Err(e) => {
-            eprintln!("the check failed too ({e}); check with `toggl-connect query {}` before running it again", resource.name);
+            eprintln!(
+                "the check failed too ({e}); check with `toggl-connect query {}` before running it again",
+                resource.name
+            );
             Ok(EXIT_ERROR)
         }
     }
@@ -259,7 +283,10 @@ pub fn print_output(
 }
 
 /// Splits `RESOURCE.OPERATION` and finds both.
-fn find<'c>(connector: &'c Connector, target: &str) -> Result<(&'c Resource, &'c Operation), Reported> {
+fn find<'c>(
+    connector: &'c Connector,
+    target: &str,
+) -> Result<(&'c Resource, &'c Operation), Reported> {
     let Some((r, o)) = target.split_once('.') else {
         return Err(fail(
             format!("expected RESOURCE.OPERATION, got {target:?}"),
@@ -267,13 +294,27 @@ fn find<'c>(connector: &'c Connector, target: &str) -> Result<(&'c Resource, &'c
         ));
     };
     let Some(resource) = connector.resource(r) else {
-        let known: Vec<&str> = connector.resources.iter().map(|r| r.name.as_str()).collect();
-        return Err(fail(format!("unknown resource {r:?} (known: {})", known.join(", ")), None));
+        let known: Vec<&str> = connector
+            .resources
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect();
+        return Err(fail(
+            format!("unknown resource {r:?} (known: {})", known.join(", ")),
+            None,
+        ));
     };
     let Some(op) = resource.operation(o) else {
-        let known: Vec<&str> = resource.operations.iter().map(|o| o.name.as_str()).collect();
+        let known: Vec<&str> = resource
+            .operations
+            .iter()
+            .map(|o| o.name.as_str())
+            .collect();
         return Err(fail(
-            format!("resource {r} has no operation {o:?} (known: {})", known.join(", ")),
+            format!(
+                "resource {r} has no operation {o:?} (known: {})",
+                known.join(", ")
+            ),
             None,
         ));
     };
@@ -323,5 +364,13 @@ fn call(args: CallArgs, out: &mut dyn Write) -> anyhow::Result<u8> {
     let client = connect(&args.api)?;
     crate::cmd::runtime()
         .context("starting the runtime")?
-        .block_on(execute(&client, resource, op, &params, &req, &args.print, out))
+        .block_on(execute(
+            &client,
+            resource,
+            op,
+            &params,
+            &req,
+            &args.print,
+            out,
+        ))
 }

@@ -6,12 +6,14 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand, ValueEnum};
 use toggl_connect_definition::{Connector, ConnectorSummary, Diagnostic, compile, read_files};
 
-use crate::cmd::call::{exit_code, fail, load_connector};
 use crate::EXIT_PROBLEMS;
+use crate::cmd::call::{exit_code, fail, load_connector};
 
 /// Run `toggl-connect definition`.
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  toggl-connect definition lint my.service.json my.resources.json\n  toggl-connect definition show --json")]
+#[command(
+    after_help = "Examples:\n  toggl-connect definition lint my.service.json my.resources.json\n  toggl-connect definition show --json"
+)]
 pub struct DefinitionArgs {
     #[command(subcommand)]
     pub command: DefinitionCommand,
@@ -23,10 +25,14 @@ pub enum DefinitionCommand {
     /// Check definition files: every problem with its JSON path and a one-line fix.
     ///
     /// Exits 0 when clean, 1 when there are errors or warnings, 2 when a file cannot be read.
-    #[command(after_help = "Example:\n  toggl-connect definition lint toggl-track-v1.service.json toggl-track-v1.resources.json --format json")]
+    #[command(
+        after_help = "Example:\n  toggl-connect definition lint toggl-track-v1.service.json toggl-track-v1.resources.json --format json"
+    )]
     Lint(LintArgs),
     /// Show resources, operations, fields and actions of the active definition.
-    #[command(after_help = "Examples:\n  toggl-connect definition show\n  toggl-connect definition show --json --definition my.service.json my.resources.json")]
+    #[command(
+        after_help = "Examples:\n  toggl-connect definition show\n  toggl-connect definition show --json --definition my.service.json my.resources.json"
+    )]
     Show(ShowArgs),
 }
 
@@ -86,12 +92,20 @@ fn lint(args: &LintArgs, out: &mut dyn Write) -> anyhow::Result<u8> {
         if diagnostics.is_empty() {
             eprintln!("no problems found");
         } else if errors == 0 {
-            eprintln!("{warnings} warning(s), 0 errors: the definition loads, but fix the warnings before relying on it");
+            eprintln!(
+                "{warnings} warning(s), 0 errors: the definition loads, but fix the warnings before relying on it"
+            );
         } else {
-            eprintln!("{errors} error(s), {warnings} warning(s): the definition cannot be used until the errors are fixed");
+            eprintln!(
+                "{errors} error(s), {warnings} warning(s): the definition cannot be used until the errors are fixed"
+            );
         }
     }
-    Ok(if diagnostics.is_empty() { 0 } else { EXIT_PROBLEMS })
+    Ok(if diagnostics.is_empty() {
+        0
+    } else {
+        EXIT_PROBLEMS
+    })
 }
 
 /// Writes lint findings: paragraphs (`severity[code]: path: message` + `fix:`) or a JSON array.
@@ -131,7 +145,11 @@ fn show(args: &ShowArgs, out: &mut dyn Write) -> anyhow::Result<u8> {
 
 /// The human view of a definition.
 pub fn write_summary(out: &mut dyn Write, s: &ConnectorSummary) -> std::io::Result<()> {
-    writeln!(out, "{} ({}) {}, auth: {}", s.name, s.handle, s.base_url, s.auth)?;
+    writeln!(
+        out,
+        "{} ({}) {}, auth: {}",
+        s.name, s.handle, s.base_url, s.auth
+    )?;
     writeln!(out)?;
     writeln!(out, "RESOURCES")?;
     for r in &s.resources {
@@ -155,7 +173,11 @@ pub fn write_summary(out: &mut dyn Write, s: &ConnectorSummary) -> std::io::Resu
     writeln!(out)?;
     writeln!(out, "ACTIONS")?;
     for a in &s.actions {
-        let needs = if a.required.is_empty() { "nothing".to_owned() } else { a.required.join(", ") };
+        let needs = if a.required.is_empty() {
+            "nothing".to_owned()
+        } else {
+            a.required.join(", ")
+        };
         writeln!(out, "  {}  runs {}  needs: {needs}", a.name, a.runs)?;
         if let Some(d) = &a.description {
             writeln!(out, "      {d}")?;
@@ -197,7 +219,12 @@ mod tests {
         let text = String::from_utf8(buf).expect("utf8");
         for r in &s.resources {
             for o in &r.operations {
-                assert!(text.contains(&format!("{}.{}  {}", r.name, o.name, o.method)), "{}.{}", r.name, o.name);
+                assert!(
+                    text.contains(&format!("{}.{}  {}", r.name, o.name, o.method)),
+                    "{}.{}",
+                    r.name,
+                    o.name
+                );
             }
         }
         assert!(text.contains("create-task  runs tasks.create"));

@@ -26,7 +26,9 @@ pub struct EventsArgs {
 #[derive(Debug, Subcommand)]
 pub enum EventsCommand {
     /// List stored events, oldest first.
-    #[command(after_help = "Example:\n  toggl-connect events list --trigger time_entry_started --since 2026-11-01T00:00:00Z --format ndjson")]
+    #[command(
+        after_help = "Example:\n  toggl-connect events list --trigger time_entry_started --since 2026-11-01T00:00:00Z --format ndjson"
+    )]
     List {
         /// Only events that fired this trigger (derived ones included: time_entry_started).
         #[arg(long)]
@@ -61,7 +63,13 @@ pub enum EventsCommand {
 fn summary(e: &StoredEvent) -> Map<String, Value> {
     let mut m = Map::new();
     m.insert("id".into(), json!(e.id));
-    m.insert("received_at".into(), json!(e.received_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)));
+    m.insert(
+        "received_at".into(),
+        json!(
+            e.received_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ),
+    );
     m.insert("trigger".into(), json!(e.trigger));
     m.insert("entity_id".into(), json!(e.entity_id));
     m.insert("workspace_id".into(), json!(e.workspace_id));
@@ -79,29 +87,47 @@ pub fn run(args: EventsArgs, out: &mut dyn Write) -> anyhow::Result<u8> {
             .await
             .with_context(|| format!("opening store {}", super::serve::redact_url(&url)))?;
         match args.command {
-            EventsCommand::List { trigger, since, after, limit, format } => {
+            EventsCommand::List {
+                trigger,
+                since,
+                after,
+                limit,
+                format,
+            } => {
                 let events = store
-                    .list_events(EventFilter { trigger, since, until: None, after_id: after, limit: Some(limit) })
+                    .list_events(EventFilter {
+                        trigger,
+                        since,
+                        until: None,
+                        after_id: after,
+                        limit: Some(limit),
+                    })
                     .await?;
                 let records: Vec<_> = events.iter().map(summary).collect();
                 write_records(out, format, &records)?;
             }
             EventsCommand::Show { id } => {
-                let Some(e) = store.get_event(id).await? else { bail!("no event with id {id}") };
+                let Some(e) = store.get_event(id).await? else {
+                    bail!("no event with id {id}")
+                };
                 let mut m = summary(&e);
                 m.insert("entity".into(), json!(e.entity));
                 m.insert("action".into(), json!(e.action));
                 m.insert("dedupe_key".into(), json!(e.dedupe_key));
                 m.insert(
                     "envelope".into(),
-                    serde_json::from_str(&e.envelope).unwrap_or_else(|_| Value::String(e.envelope.clone())),
+                    serde_json::from_str(&e.envelope)
+                        .unwrap_or_else(|_| Value::String(e.envelope.clone())),
                 );
                 serde_json::to_writer_pretty(&mut *out, &m)?;
                 writeln!(out)?;
             }
             EventsCommand::Replay { id } => {
-                let Some(e) = store.get_event(id).await? else { bail!("no event with id {id}") };
-                let replay_key = format!("replay:{}:{}", e.id, chrono::Utc::now().timestamp_micros());
+                let Some(e) = store.get_event(id).await? else {
+                    bail!("no event with id {id}")
+                };
+                let replay_key =
+                    format!("replay:{}:{}", e.id, chrono::Utc::now().timestamp_micros());
                 let outcome = store
                     .insert_event(NewEvent {
                         event_id: e.event_id,

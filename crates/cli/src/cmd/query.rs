@@ -14,7 +14,9 @@ use crate::cmd::call::{
 
 /// Run `toggl-connect query`.
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  toggl-connect query projects --format csv\n  toggl-connect query time_entries -p start_date=2025-01-01 -p end_date=2025-02-01 --format ndjson\n  toggl-connect query clients --id 4242 --workspace 1234567 --raw")]
+#[command(
+    after_help = "Examples:\n  toggl-connect query projects --format csv\n  toggl-connect query time_entries -p start_date=2025-01-01 -p end_date=2025-02-01 --format ndjson\n  toggl-connect query clients --id 4242 --workspace 1234567 --raw"
+)]
 pub struct QueryArgs {
     /// The resource (e.g. `projects`, `time_entries`; `toggl-connect definition show` lists them).
     pub resource: String,
@@ -47,7 +49,9 @@ fn pick_operation<'r>(
     let op = if by_id {
         resource.operation("read")
     } else {
-        resource.operation("list").or_else(|| resource.operation("read"))
+        resource
+            .operation("list")
+            .or_else(|| resource.operation("read"))
     };
     op.ok_or_else(|| {
         fail(
@@ -56,7 +60,10 @@ fn pick_operation<'r>(
                 resource.name,
                 if by_id { "read" } else { "list" }
             ),
-            Some(&format!("run one of its operations with `toggl-connect call {}.OPERATION`", resource.name)),
+            Some(&format!(
+                "run one of its operations with `toggl-connect call {}.OPERATION`",
+                resource.name
+            )),
         )
     })
 }
@@ -64,9 +71,17 @@ fn pick_operation<'r>(
 fn query(args: QueryArgs, out: &mut dyn Write) -> anyhow::Result<u8> {
     let connector = load_connector(&args.api.definitions)?;
     let Some(resource) = connector.resource(&args.resource) else {
-        let known: Vec<&str> = connector.resources.iter().map(|r| r.name.as_str()).collect();
+        let known: Vec<&str> = connector
+            .resources
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect();
         return Err(fail(
-            format!("unknown resource {:?} (known: {})", args.resource, known.join(", ")),
+            format!(
+                "unknown resource {:?} (known: {})",
+                args.resource,
+                known.join(", ")
+            ),
             None,
         )
         .into());
@@ -81,7 +96,11 @@ fn query(args: QueryArgs, out: &mut dyn Write) -> anyhow::Result<u8> {
     }
     if let Some(w) = &args.workspace {
         if op.param(WORKSPACE_ID).is_none() {
-            return Err(fail(format!("{}.{} takes no workspace", resource.name, op.name), None).into());
+            return Err(fail(
+                format!("{}.{} takes no workspace", resource.name, op.name),
+                None,
+            )
+            .into());
         }
         pairs.retain(|(k, _)| k != WORKSPACE_ID);
         pairs.push((WORKSPACE_ID.to_owned(), w.clone()));
@@ -91,7 +110,11 @@ fn query(args: QueryArgs, out: &mut dyn Write) -> anyhow::Result<u8> {
     let needs_workspace = match op.render(&params) {
         Ok(_) => false,
         Err(RenderError::MissingRequired { names }) => {
-            let others: Vec<String> = names.iter().filter(|n| *n != WORKSPACE_ID).cloned().collect();
+            let others: Vec<String> = names
+                .iter()
+                .filter(|n| *n != WORKSPACE_ID)
+                .cloned()
+                .collect();
             if !others.is_empty() {
                 return Err(fail(RenderError::MissingRequired { names: others }, None).into());
             }

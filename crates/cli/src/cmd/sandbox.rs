@@ -15,7 +15,9 @@ use toggl_connect_sandbox::{Faults, Plan, Sandbox, SandboxConfig, Seed};
 
 /// Flags of `toggl-connect sandbox`.
 #[derive(Debug, Args)]
-#[command(after_help = "Example:\n  toggl-connect sandbox --listen 127.0.0.1:8090 --seed small --plan free --quota-window 60\n\nThe first stdout line is JSON: {\"api_url\", \"webhooks_url\", \"reports_url\", \"api_token\", \"email\", \"password\", \"user_id\", \"workspace_id\", \"organization_id\"}.")]
+#[command(
+    after_help = "Example:\n  toggl-connect sandbox --listen 127.0.0.1:8090 --seed small --plan free --quota-window 60\n\nThe first stdout line is JSON: {\"api_url\", \"webhooks_url\", \"reports_url\", \"api_token\", \"email\", \"password\", \"user_id\", \"workspace_id\", \"organization_id\"}."
+)]
 pub struct SandboxArgs {
     /// Address to listen on (port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:0")]
@@ -68,7 +70,11 @@ fn parse_seed(s: &str) -> Result<Seed, String> {
 
 fn parse_share(s: &str) -> Result<f64, String> {
     let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
-    if (0.0..=1.0).contains(&v) { Ok(v) } else { Err(format!("{v} is not between 0 and 1")) }
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{v} is not between 0 and 1"))
+    }
 }
 
 impl SandboxArgs {
@@ -97,7 +103,9 @@ impl SandboxArgs {
 /// Runs the sandbox until SIGINT or SIGTERM.
 pub fn run(args: SandboxArgs, out: &mut dyn Write) -> anyhow::Result<u8> {
     super::runtime()?.block_on(async {
-        let handle = Sandbox::start(args.config()).await.context("starting the sandbox")?;
+        let handle = Sandbox::start(args.config())
+            .await
+            .context("starting the sandbox")?;
         serde_json::to_writer(&mut *out, handle.facts())?;
         writeln!(out)?;
         out.flush()?;

@@ -17,13 +17,17 @@ use toggl_connect_client::{ApiRequest, Client, ClientConfig};
 use toggl_connect_store::{EventSource, Store, StoreOptions};
 use toggl_connect_triggers::poll::{PollPlan, Poller, user_quota_total};
 use toggl_connect_triggers::receiver::{Receiver, ReceiverConfig, SecretRing, router};
-use toggl_connect_triggers::subscriptions::{PendingValidations, SubscriptionManager, all_triggers};
+use toggl_connect_triggers::subscriptions::{
+    PendingValidations, SubscriptionManager, all_triggers,
+};
 
 use crate::config::{self, Config};
 
 /// Flags of `toggl-connect serve`.
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  toggl-connect serve --sandbox\n  TOGGL_API_TOKEN=... toggl-connect serve --config toggl-connect.toml --public-url https://hooks.example.com\n  TOGGL_API_TOKEN=... toggl-connect serve --poll 600")]
+#[command(
+    after_help = "Examples:\n  toggl-connect serve --sandbox\n  TOGGL_API_TOKEN=... toggl-connect serve --config toggl-connect.toml --public-url https://hooks.example.com\n  TOGGL_API_TOKEN=... toggl-connect serve --poll 600"
+)]
 pub struct ServeArgs {
     /// Configuration file (TOML).
     #[arg(long, value_name = "FILE")]
@@ -84,7 +88,11 @@ fn client_config(cfg: &Config, base_url: &str, token: &str) -> ClientConfig {
 }
 
 /// Starts everything and prints where things are.
-pub async fn start(args: ServeArgs, mut cfg: Config, out: &mut dyn Write) -> anyhow::Result<Running> {
+pub async fn start(
+    args: ServeArgs,
+    mut cfg: Config,
+    out: &mut dyn Write,
+) -> anyhow::Result<Running> {
     if let Some(l) = &args.listen {
         cfg.serve.listen.clone_from(l);
     }
@@ -119,7 +127,10 @@ pub async fn start(args: ServeArgs, mut cfg: Config, out: &mut dyn Write) -> any
     // Sandbox mode: an in-process Toggl, and we are its public URL.
     let mut sandbox = None;
     let (api_url, token) = if args.sandbox {
-        let plan = args.sandbox_plan.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+        let plan = args
+            .sandbox_plan
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!(e))?;
         let handle = toggl_connect_sandbox::Sandbox::start(toggl_connect_sandbox::SandboxConfig {
             plan,
             seed: toggl_connect_sandbox::Seed::Small,
@@ -140,8 +151,9 @@ pub async fn start(args: ServeArgs, mut cfg: Config, out: &mut dyn Write) -> any
         sandbox = Some(handle);
         (facts.api_url.clone(), facts.api_token.clone())
     } else {
-        let token = config::api_token()
-            .context("TOGGL_API_TOKEN is not set (find it at the bottom of your Toggl profile page)")?;
+        let token = config::api_token().context(
+            "TOGGL_API_TOKEN is not set (find it at the bottom of your Toggl profile page)",
+        )?;
         (cfg.toggl.api_url.clone(), token)
     };
 
@@ -178,20 +190,33 @@ pub async fn start(args: ServeArgs, mut cfg: Config, out: &mut dyn Write) -> any
     }
 
     if cfg.serve.workspaces.is_empty() {
-        let me = client.send(ApiRequest::get("/api/v9/me")).await.context("reading /me for the default workspace")?;
-        let wid = me.body.get("default_workspace_id").and_then(Value::as_i64).context("/me has no default_workspace_id")?;
+        let me = client
+            .send(ApiRequest::get("/api/v9/me"))
+            .await
+            .context("reading /me for the default workspace")?;
+        let wid = me
+            .body
+            .get("default_workspace_id")
+            .and_then(Value::as_i64)
+            .context("/me has no default_workspace_id")?;
         cfg.serve.workspaces = vec![wid];
     }
 
     writeln!(out, "toggl-connect serve")?;
-    writeln!(out, "  receiver     http://{addr}{}  (health: /healthz, metrics: /metrics)", cfg.serve.callback_path)?;
+    writeln!(
+        out,
+        "  receiver     http://{addr}{}  (health: /healthz, metrics: /metrics)",
+        cfg.serve.callback_path
+    )?;
     writeln!(out, "  store        {}", redact_url(&cfg.serve.store))?;
     writeln!(out, "  toggl api    {api_url}")?;
     writeln!(out, "  workspaces   {:?}", cfg.serve.workspaces)?;
 
     if let Some(secs) = cfg.serve.poll_interval_secs {
         let plan = PollPlan::new(&cfg.serve.triggers, Duration::from_secs(secs))?;
-        let total = user_quota_total(&client).await.context("reading /me/quota")?;
+        let total = user_quota_total(&client)
+            .await
+            .context("reading /me/quota")?;
         plan.check(total)?;
         writeln!(
             out,
@@ -200,10 +225,19 @@ pub async fn start(args: ServeArgs, mut cfg: Config, out: &mut dyn Write) -> any
             plan.requests_per_hour(),
             total.map_or_else(|| "no limit reported".to_owned(), |t| format!("{t}/hour")),
         )?;
-        let poller = Poller::new(client.clone(), Arc::clone(&receiver), plan, EventSource::Poll);
+        let poller = Poller::new(
+            client.clone(),
+            Arc::clone(&receiver),
+            plan,
+            EventSource::Poll,
+        );
         tasks.push(tokio::spawn(poller.run(shutdown_rx.clone())));
     } else if let Some(public) = cfg.serve.public_url.clone() {
-        let callback = format!("{}{}", public.trim_end_matches('/'), cfg.serve.callback_path);
+        let callback = format!(
+            "{}{}",
+            public.trim_end_matches('/'),
+            cfg.serve.callback_path
+        );
         let manager = SubscriptionManager::new(
             client.clone(),
             store.clone(),
@@ -214,36 +248,68 @@ pub async fn start(args: ServeArgs, mut cfg: Config, out: &mut dyn Write) -> any
         )?;
         manager.load_secrets().await?;
         for wid in &cfg.serve.workspaces {
-            let report = manager.ensure(*wid).await.with_context(|| format!("subscribing workspace {wid}"))?;
+            let report = manager
+                .ensure(*wid)
+                .await
+                .with_context(|| format!("subscribing workspace {wid}"))?;
             writeln!(
                 out,
                 "  subscription {} in workspace {wid}: {} filter(s) {:?}{}",
                 report.subscription_id,
                 report.filters.len(),
                 report.filters,
-                if report.actions.is_empty() { String::new() } else { format!(" ({})", report.actions.join(", ")) },
+                if report.actions.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", report.actions.join(", "))
+                },
             )?;
         }
         // A sandbox starts fresh every run: there is nothing to catch up with.
         if cfg.serve.catch_up && sandbox.is_none() {
-            let entities = PollPlan::new(&catchable(&cfg.serve.triggers), Duration::from_secs(3600))?;
-            let catchup = Poller::new(client.clone(), Arc::clone(&receiver), entities, EventSource::Catchup);
+            let entities =
+                PollPlan::new(&catchable(&cfg.serve.triggers), Duration::from_secs(3600))?;
+            let catchup = Poller::new(
+                client.clone(),
+                Arc::clone(&receiver),
+                entities,
+                EventSource::Catchup,
+            );
             match catchup.cycle().await {
-                Ok(r) if r.baselines > 0 => writeln!(out, "  catch-up     baseline recorded; changes made while stopped will be caught up on the next start")?,
-                Ok(r) => writeln!(out, "  catch-up     {} change(s) missed while stopped stored, {} already known", r.stored, r.duplicates)?,
-                Err(e) => tracing::warn!(error = %format!("{e:#}"), "catch-up failed; continuing with webhooks"),
+                Ok(r) if r.baselines > 0 => writeln!(
+                    out,
+                    "  catch-up     baseline recorded; changes made while stopped will be caught up on the next start"
+                )?,
+                Ok(r) => writeln!(
+                    out,
+                    "  catch-up     {} change(s) missed while stopped stored, {} already known",
+                    r.stored, r.duplicates
+                )?,
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "catch-up failed; continuing with webhooks")
+                }
             }
         }
         let interval = Duration::from_secs(cfg.serve.recheck_interval_secs.max(1));
-        tasks.push(tokio::spawn(manager.recheck_loop(cfg.serve.workspaces.clone(), interval, shutdown_rx.clone())));
+        tasks.push(tokio::spawn(manager.recheck_loop(
+            cfg.serve.workspaces.clone(),
+            interval,
+            shutdown_rx.clone(),
+        )));
     } else {
-        bail!("nothing to receive from: set --public-url (webhooks), --poll SECS, or use --sandbox");
+        bail!(
+            "nothing to receive from: set --public-url (webhooks), --poll SECS, or use --sandbox"
+        );
     }
     writeln!(out, "  quota        {}", describe_budget(&client))?;
     if let Some(sb) = &sandbox {
         let f = sb.facts();
         writeln!(out)?;
-        writeln!(out, "Make something happen (sandbox token {}):", f.api_token)?;
+        writeln!(
+            out,
+            "Make something happen (sandbox token {}):",
+            f.api_token
+        )?;
         writeln!(
             out,
             "  curl -s -u {}:api_token -H 'Content-Type: application/json' -d '{{\"created_with\":\"curl\",\"workspace_id\":{},\"start\":\"{}\",\"duration\":-1,\"description\":\"hello\"}}' {}/workspaces/{}/time_entries",
@@ -253,15 +319,29 @@ pub async fn start(args: ServeArgs, mut cfg: Config, out: &mut dyn Write) -> any
             f.api_url,
             f.workspace_id
         )?;
-        writeln!(out, "Then see it: toggl-connect events list --store {}", cfg.serve.store)?;
+        writeln!(
+            out,
+            "Then see it: toggl-connect events list --store {}",
+            cfg.serve.store
+        )?;
     }
     out.flush()?;
-    Ok(Running { addr, receiver, shutdown: shutdown_tx, tasks, _sandbox: sandbox })
+    Ok(Running {
+        addr,
+        receiver,
+        shutdown: shutdown_tx,
+        tasks,
+        _sandbox: sandbox,
+    })
 }
 
 /// Catch-up reads only the entities that have `since=` listings.
 fn catchable(triggers: &[String]) -> Vec<String> {
-    triggers.iter().filter(|t| PollPlan::new(std::slice::from_ref(*t), Duration::from_secs(3600)).is_ok()).cloned().collect()
+    triggers
+        .iter()
+        .filter(|t| PollPlan::new(std::slice::from_ref(*t), Duration::from_secs(3600)).is_ok())
+        .cloned()
+        .collect()
 }
 
 fn describe_budget(client: &Client) -> String {
@@ -272,8 +352,12 @@ fn describe_budget(client: &Client) -> String {
     snaps
         .iter()
         .map(|s| {
-            let remaining = s.remaining.map_or_else(|| "?".to_owned(), |r| r.to_string());
-            let resets = s.resets_in.map_or_else(String::new, |d| format!(", resets in {} s", d.as_secs()));
+            let remaining = s
+                .remaining
+                .map_or_else(|| "?".to_owned(), |r| r.to_string());
+            let resets = s
+                .resets_in
+                .map_or_else(String::new, |d| format!(", resets in {} s", d.as_secs()));
             format!("{:?}: {remaining} left{resets}", s.scope)
         })
         .collect::<Vec<_>>()
@@ -282,8 +366,12 @@ fn describe_budget(client: &Client) -> String {
 
 /// Hides a password in a store URL (`postgres://user:secret@host` -> `postgres://user:***@host`).
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
-    let Some((auth, host)) = rest.split_once('@') else { return url.to_owned() };
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((auth, host)) = rest.split_once('@') else {
+        return url.to_owned();
+    };
     match auth.split_once(':') {
         Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
         None => url.to_owned(),

@@ -34,7 +34,9 @@ pub enum WebhooksCommand {
     #[command(after_help = "Example:\n  toggl-connect webhooks list -w 123")]
     List,
     /// Create a subscription for triggers, packed into as few filters as the plan allows.
-    #[command(after_help = "Example:\n  toggl-connect webhooks subscribe --url https://hooks.example.com/webhooks/toggl --trigger project_created --trigger time_entry_stopped")]
+    #[command(
+        after_help = "Example:\n  toggl-connect webhooks subscribe --url https://hooks.example.com/webhooks/toggl --trigger project_created --trigger time_entry_stopped"
+    )]
     Subscribe {
         /// Callback URL Toggl delivers to.
         #[arg(long)]
@@ -92,12 +94,22 @@ async fn workspace(args: &WebhooksArgs, client: &Client) -> anyhow::Result<i64> 
         return Ok(w);
     }
     let me = client.send(ApiRequest::get("/api/v9/me")).await?;
-    me.body.get("default_workspace_id").and_then(Value::as_i64).context("no default workspace; pass --workspace")
+    me.body
+        .get("default_workspace_id")
+        .and_then(Value::as_i64)
+        .context("no default workspace; pass --workspace")
 }
 
 fn subscription_record(s: &Value) -> Map<String, Value> {
     let mut m = Map::new();
-    for k in ["subscription_id", "description", "url_callback", "enabled", "validated_at", "has_pending_events"] {
+    for k in [
+        "subscription_id",
+        "description",
+        "url_callback",
+        "enabled",
+        "validated_at",
+        "has_pending_events",
+    ] {
         m.insert(k.into(), s.get(k).cloned().unwrap_or(Value::Null));
     }
     let filters: Vec<String> = s
@@ -105,7 +117,13 @@ fn subscription_record(s: &Value) -> Map<String, Value> {
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
-        .map(|f| format!("{}:{}", f["entity"].as_str().unwrap_or("?"), f["action"].as_str().unwrap_or("?")))
+        .map(|f| {
+            format!(
+                "{}:{}",
+                f["entity"].as_str().unwrap_or("?"),
+                f["action"].as_str().unwrap_or("?")
+            )
+        })
         .collect();
     m.insert("event_filters".into(), json!(filters.join(" ")));
     m
