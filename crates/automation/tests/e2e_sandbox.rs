@@ -38,7 +38,7 @@ async fn billing_server() -> (String, Deliveries) {
     tokio::spawn(async move {
         axum::serve(listener, app)
             .await
-            .expect("billing server runs")
+            .expect("billing server runs");
     });
     (format!("http://{addr}/billing"), seen)
 }

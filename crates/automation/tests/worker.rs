@@ -116,7 +116,9 @@ async fn serve(
         .await
         .expect("bind 127.0.0.1:0");
     let addr = listener.local_addr().expect("local addr");
-    tokio::spawn(async move { axum::serve(listener, app).await.expect("server runs") });
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.expect("server runs");
+    });
     (format!("http://{addr}"), server)
 }
 

@@ -75,11 +75,7 @@ pub fn classify(event: &Event, previous: Option<&Value>) -> Classification {
     if event.entity == "time_entry" {
         let now_running = is_running(&event.payload);
         match (event.action.as_str(), previous) {
-            ("created", _) => {
-                if now_running {
-                    derived.push("time_entry_started");
-                }
-            }
+            ("created", _) if now_running => derived.push("time_entry_started"),
             ("updated", Some(prev)) => {
                 let was_running = is_running(prev);
                 if now_running && !was_running {

@@ -396,7 +396,7 @@ impl Poller {
                     "poll cycle"
                 ),
                 Err(e) => {
-                    tracing::warn!(error = %format!("{e:#}"), "poll cycle failed; next cycle retries")
+                    tracing::warn!(error = %format!("{e:#}"), "poll cycle failed; next cycle retries");
                 }
             }
             tokio::select! {

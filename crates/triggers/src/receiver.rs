@@ -424,16 +424,13 @@ async fn deliver(
     if signature::verify(sig, &bytes, &candidates).is_err() {
         return reject(&r, Rejection::Signature, StatusCode::UNAUTHORIZED, "");
     }
-    let delivery = match envelope::parse(&bytes) {
-        Ok(d) => d,
-        Err(_) => {
-            return reject(
-                &r,
-                Rejection::Malformed,
-                StatusCode::BAD_REQUEST,
-                "not a Toggl webhook envelope",
-            );
-        }
+    let Ok(delivery) = envelope::parse(&bytes) else {
+        return reject(
+            &r,
+            Rejection::Malformed,
+            StatusCode::BAD_REQUEST,
+            "not a Toggl webhook envelope",
+        );
     };
     match delivery {
         Delivery::Ping {
@@ -460,16 +457,13 @@ async fn deliver(
             }
         }
         Delivery::Event(event) => {
-            let raw = match std::str::from_utf8(&bytes) {
-                Ok(s) => s,
-                Err(_) => {
-                    return reject(
-                        &r,
-                        Rejection::Malformed,
-                        StatusCode::BAD_REQUEST,
-                        "body is not UTF-8",
-                    );
-                }
+            let Ok(raw) = std::str::from_utf8(&bytes) else {
+                return reject(
+                    &r,
+                    Rejection::Malformed,
+                    StatusCode::BAD_REQUEST,
+                    "body is not UTF-8",
+                );
             };
             match r.store_event(&event, raw, EventSource::Webhook, None).await {
                 Ok((id, duplicate)) => {

@@ -609,7 +609,7 @@ impl SubscriptionManager {
                     }
                     Ok(_) => tracing::debug!(workspace_id = wid, "subscription healthy"),
                     Err(e) => {
-                        tracing::error!(workspace_id = wid, error = %format!("{e:#}"), "subscription check failed")
+                        tracing::error!(workspace_id = wid, error = %format!("{e:#}"), "subscription check failed");
                     }
                 }
             }

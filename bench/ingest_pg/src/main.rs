@@ -1,0 +1,268 @@
+//! Ingest benchmark: signed Toggl webhook deliveries per second into the receiver (the same
+//! router `serve` runs: signature check, envelope parse, classification with an entity-state
+//! read, durable insert, 200 after COMMIT), on PostgreSQL and on SQLite, against `pgbench`
+//! running single-row insert-only transactions of the same size with the same client count.
+//! All three are measured in one run, on the same machine, and only the ratios are meant to
+//! be compared across machines.
+//!
+//! Usage (see bench/README.md):
+//!   cargo run --release -- [--pg URL] [--clients N] [--requests N] [--seconds S]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use toggl_connect_store::{Store, StoreOptions};
+use toggl_connect_triggers::receiver::{Receiver, ReceiverConfig, SecretRing, router};
+use toggl_connect_triggers::signature::{SIGNATURE_HEADER, SigningSecret, sign};
+
+const SUBSCRIPTION_ID: i64 = 2_200_000_001;
+const SECRET: &str = "bench-secret-0123456789abcdef";
+/// Distinct time entries the events are about: updates of known entities read and upsert
+/// existing `entity_state` rows, as a real stream of edits does.
+const ENTITIES: u64 = 5_000;
+
+struct Args {
+    pg: String,
+    clients: usize,
+    requests: usize,
+    seconds: u64,
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let mut a = Args {
+        pg: std::env::var("TOGGL_CONNECT_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into()),
+        clients: 16,
+        requests: 20_000,
+        seconds: 15,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--pg" => a.pg = value,
+            "--clients" => a.clients = value.parse().context("--clients")?,
+            "--requests" => a.requests = value.parse().context("--requests")?,
+            "--seconds" => a.seconds = value.parse().context("--seconds")?,
+            other => bail!("unknown flag {other} (expected --pg, --clients, --requests, --seconds)"),
+        }
+    }
+    if a.clients == 0 || a.requests == 0 || a.seconds == 0 {
+        bail!("--clients, --requests and --seconds must be positive");
+    }
+    Ok(a)
+}
+
+/// A delivery shaped like Toggl's (recorded shape: string ids in metadata, nanosecond
+/// timestamps, the entity as a GET returns it).
+fn envelope(event_id: u64, entity_id: u64) -> String {
+    let te = 4_100_000_000 + entity_id;
+    serde_json::json!({
+        "event_id": event_id,
+        "created_at": "2025-01-10T09:00:01.827396Z",
+        "creator_id": 5_000_001,
+        "metadata": {
+            "action": "updated", "event_user_id": "5000001", "model": "time_entry",
+            "model_owner_id": "5000001", "path": format!("/api/v9/workspaces/9000001/time_entries/{te}"),
+            "request_type": "PUT", "time_entry_id": te.to_string(), "workspace_id": "9000001"
+        },
+        "payload": {
+            "at": "2025-01-10T09:00:01+00:00", "billable": false, "client_name": null,
+            "description": format!("bench entry {event_id}"), "duration": 3600, "duronly": true,
+            "id": te, "permissions": null, "pid": null, "project_id": null, "server_deleted_at": null,
+            "start": "2025-01-10T08:00:00+00:00", "stop": "2025-01-10T09:00:00+00:00",
+            "tag_ids": [], "tags": [], "task_id": null, "tid": null, "uid": 5_000_001,
+            "user_id": 5_000_001, "wid": 9_000_001, "workspace_id": 9_000_001
+        },
+        "subscription_id": SUBSCRIPTION_ID,
+        "timestamp": "2025-01-10T09:00:02.170443406Z",
+        "url_callback": "https://hooks.example.com/webhooks/toggl"
+    })
+    .to_string()
+}
+
+async fn start_receiver(store: Store) -> anyhow::Result<(SocketAddr, tokio::sync::oneshot::Sender<()>)> {
+    let secrets = Arc::new(SecretRing::default());
+    secrets.add(Some(SUBSCRIPTION_ID), SigningSecret::new(SECRET));
+    let receiver = Arc::new(Receiver::new(store, secrets, ReceiverConfig::default()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router(receiver))
+            .with_graceful_shutdown(async move {
+                let _ = rx.await;
+            })
+            .await;
+    });
+    Ok((addr, tx))
+}
+
+struct Run {
+    ok: u64,
+    failed: u64,
+    elapsed: Duration,
+}
+
+impl Run {
+    fn per_sec(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// `clients` concurrent senders (keep-alive connections), at most `requests` deliveries in
+/// total and at most `seconds`; event ids start at `first_id` so runs never collide.
+async fn drive(addr: SocketAddr, clients: usize, requests: usize, seconds: u64, first_id: u64) -> anyhow::Result<Run> {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(clients)
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let url = format!("http://{addr}/webhooks/toggl");
+    let secret = SigningSecret::new(SECRET);
+    let issued = Arc::new(AtomicUsize::new(0));
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(seconds);
+    let mut senders = Vec::new();
+    for _ in 0..clients {
+        let (http, url, secret) = (http.clone(), url.clone(), secret.clone());
+        let (issued, ok, failed) = (Arc::clone(&issued), Arc::clone(&ok), Arc::clone(&failed));
+        senders.push(tokio::spawn(async move {
+            loop {
+                let n = issued.fetch_add(1, Ordering::Relaxed);
+                if n >= requests || Instant::now() >= deadline {
+                    return;
+                }
+                let body = envelope(first_id + n as u64, n as u64 % ENTITIES);
+                let signature = sign(&secret, body.as_bytes());
+                let answer = http
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .header(SIGNATURE_HEADER, signature)
+                    .body(body)
+                    .send()
+                    .await;
+                match answer {
+                    Ok(r) if r.status().is_success() => ok.fetch_add(1, Ordering::Relaxed),
+                    _ => failed.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }));
+    }
+    for s in senders {
+        s.await?;
+    }
+    Ok(Run { ok: ok.load(Ordering::Relaxed), failed: failed.load(Ordering::Relaxed), elapsed: started.elapsed() })
+}
+
+/// Warms up (connections, prepared statements, caches), then measures.
+async fn bench_store(label: &str, store: Store, args: &Args, first_id: u64) -> anyhow::Result<Run> {
+    let (addr, stop) = start_receiver(store).await?;
+    let warm = drive(addr, args.clients, (args.requests / 10).max(args.clients), 2, first_id).await?;
+    if warm.ok == 0 {
+        bail!("{label}: warm-up stored nothing ({} failed)", warm.failed);
+    }
+    let run = drive(addr, args.clients, args.requests, args.seconds, first_id + 1_000_000_000).await?;
+    let _ = stop.send(());
+    println!(
+        "  {label:<22} {:>9.0} deliveries/s  ({} stored in {:.2} s, {} failed)",
+        run.per_sec(),
+        run.ok,
+        run.elapsed.as_secs_f64(),
+        run.failed
+    );
+    if run.failed > 0 {
+        bail!("{label}: {} deliveries failed; the figure would be meaningless", run.failed);
+    }
+    Ok(run)
+}
+
+async fn pg_admin(url: &str) -> anyhow::Result<tokio_postgres::Client> {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.context("connecting to postgres")?;
+    tokio::spawn(conn);
+    Ok(client)
+}
+
+/// `pgbench` with the same clients, inserting rows of the same size (the delivery body as the
+/// row's text, a unique key, a timestamp) one per transaction, for `seconds`.
+async fn pgbench(url: &str, schema: &str, args: &Args, dir: &std::path::Path) -> anyhow::Result<f64> {
+    let body = envelope(8_100_000_000_000_001, 1).replace('\'', "''");
+    let script = dir.join("insert-only.sql");
+    std::fs::write(
+        &script,
+        format!(
+            "\\set k random(1, 9000000000000000)\n\
+             INSERT INTO {schema}.ingest (dedupe_key, envelope) VALUES ('evt:' || :k, '{body}') ON CONFLICT (dedupe_key) DO NOTHING;\n"
+        ),
+    )?;
+    let threads = args.clients.min(std::thread::available_parallelism().map_or(2, usize::from)).to_string();
+    let out = tokio::process::Command::new("pgbench")
+        .args(["-n", "-c", &args.clients.to_string(), "-j", &threads, "-T", &args.seconds.to_string(), "-f"])
+        .arg(&script)
+        .arg(url)
+        .output()
+        .await
+        .context("running pgbench (is it installed? apt-get install postgresql-client)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!("pgbench failed: {}{}", text, String::from_utf8_lossy(&out.stderr));
+    }
+    let tps = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("tps = "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse::<f64>().ok())
+        .with_context(|| format!("no tps in pgbench output:\n{text}"))?;
+    println!("  {:<22} {tps:>9.0} transactions/s  (pgbench -c {} -j {threads} -T {}, {} byte rows)", "pgbench insert-only", args.clients, args.seconds, body.len());
+    Ok(tps)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = parse_args()?;
+    let dir = tempfile::tempdir()?;
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let tag = format!("{}_{nanos:x}", std::process::id());
+    let ours = format!("bench_ingest_{tag}");
+    let theirs = format!("bench_pgbench_{tag}");
+    let admin = pg_admin(&args.pg).await?;
+    admin
+        .batch_execute(&format!(
+            "CREATE SCHEMA {theirs}; CREATE TABLE {theirs}.ingest (id BIGSERIAL PRIMARY KEY, \
+             dedupe_key TEXT NOT NULL UNIQUE, envelope TEXT NOT NULL, \
+             received_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        ))
+        .await?;
+    println!(
+        "ingest benchmark: {} clients, at most {} deliveries or {} s per store, {} byte deliveries",
+        args.clients,
+        args.requests,
+        args.seconds,
+        envelope(8_100_000_000_000_001, 1).len()
+    );
+    let result = async {
+        let before = pgbench(&args.pg, &theirs, &args, dir.path()).await?;
+        let pg_store = Store::open(
+            &args.pg,
+            StoreOptions { schema: Some(ours.clone()), pool_size: args.clients.max(4), ..StoreOptions::default() },
+        )
+        .await?;
+        let pg = bench_store("receiver on postgres", pg_store, &args, 8_100_000_000_000_001).await?;
+        let sqlite_url = format!("sqlite://{}", dir.path().join("bench.db").display());
+        let sqlite_store = Store::open(&sqlite_url, StoreOptions::default()).await?;
+        let sqlite = bench_store("receiver on sqlite", sqlite_store, &args, 8_100_000_000_000_001).await?;
+        let after = pgbench(&args.pg, &theirs, &args, dir.path()).await?;
+        let baseline = (before + after) / 2.0;
+        println!();
+        println!("  postgres ingest / pgbench insert-only (mean of the runs before and after): {:.2}  (target >= 0.80)", pg.per_sec() / baseline);
+        println!("  postgres ingest / sqlite ingest:                                          {:.2}", pg.per_sec() / sqlite.per_sec());
+        anyhow::Ok(())
+    }
+    .await;
+    admin.batch_execute(&format!("DROP SCHEMA IF EXISTS {theirs} CASCADE; DROP SCHEMA IF EXISTS {ours} CASCADE")).await?;
+    result
+}
