@@ -3,7 +3,7 @@
 //! A create whose outcome is unknown (the request left, no answer came) may or may not exist in
 //! Toggl. Sending it again could make a duplicate task, client or membership; giving up could
 //! lose it. So the worker lists and matches first: the definition declares, per create, which
-//! listing operation and which field identify the record ([`Lookup`]).
+//! listing operation and which field identify the record ([`toggl_connect_definition::Lookup`]).
 //!
 //! Where the built-in definition declares no lookup but a natural key exists, this module adds
 //! one (the definition crate is not ours to change):

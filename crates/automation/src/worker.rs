@@ -745,15 +745,22 @@ fn needs_check(job: &Job) -> bool {
 }
 
 /// Errors after which a request certainly had no effect: quota refused (402 with quota headers,
-/// or not admitted at all), rate limited (429), or not sent (the client only reports `Transport`
-/// for a non-idempotent request when nothing left).
+/// or not admitted at all), rate limited (429), not sent (the client only reports `Transport` for
+/// a non-idempotent request when nothing left), or refused with a 4xx (Toggl validates before it
+/// acts; a 5xx or a lost answer stays unknown).
 fn certainly_not_applied(e: &ClientError) -> bool {
-    matches!(
-        e,
+    match e {
         ClientError::QuotaExhausted { .. }
-            | ClientError::RateLimited { .. }
-            | ClientError::Transport { .. }
-    )
+        | ClientError::RateLimited { .. }
+        | ClientError::Transport { .. }
+        | ClientError::PaidFeature { .. }
+        | ClientError::Unauthorized { .. }
+        | ClientError::Gone { .. }
+        | ClientError::NotFound { .. }
+        | ClientError::Conflict { .. } => true,
+        ClientError::Api { status, .. } => *status < 500,
+        _ => false,
+    }
 }
 
 /// Retry or give up, by the client's error.

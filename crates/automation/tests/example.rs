@@ -47,6 +47,10 @@ fn example_plans_each_rule_for_its_events() {
     let project = json!({"payload": {"id": 7, "workspace_id": 9, "name": "Apollo"}});
     let jobs = rules.plan(&["project_created"], &project);
     assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].priority, toggl_connect_automation::ACTION_PRIORITY);
+    let plan: toggl_connect_automation::RunPlan =
+        serde_json::from_value(jobs[0].payload.clone()).expect("the job carries the run plan");
+    assert_eq!(plan.steps.len(), 2);
     assert_eq!(
         (
             jobs[0].rule.as_str(),
@@ -88,4 +92,20 @@ fn example_secret_must_be_set_for_serve() {
         missing[0]
     );
     assert!(rules.check_secrets(|_| Some("s3cret".into())).is_empty());
+}
+
+#[test]
+fn raw_rules_embed_in_a_larger_config() {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Config {
+        #[allow(dead_code)]
+        store: String,
+        #[serde(default)]
+        rules: Vec<toggl_connect_automation::RawRule>,
+    }
+    let text = format!("store = \"sqlite://x.db\"\n{EXAMPLE}");
+    let config: Config = toml::from_str(&text).expect("config with rules parses");
+    let rules = RuleSet::compile(config.rules, Connector::builtin(), &text).expect("compiles");
+    assert_eq!(rules.rules().len(), 3);
 }

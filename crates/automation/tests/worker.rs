@@ -10,7 +10,8 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use toggl_connect_automation::{
-    Backoff, RuleSet, SecretSource, Worker, WorkerConfig, show_run, sign,
+    Backoff, RuleSet, SecretSource, Worker, WorkerConfig, cancel_run, list_runs, retry_run,
+    show_run, sign,
 };
 use toggl_connect_client::{Client, ClientConfig, RetryPolicy};
 use toggl_connect_definition::Connector;
@@ -712,4 +713,106 @@ async fn a_job_left_by_a_crashed_worker_after_sending_is_checked_not_resent() {
         "nothing created again: {calls:#?}"
     );
     assert_eq!(tasks.lock().expect("tasks lock").len(), 1);
+}
+
+#[tokio::test]
+async fn operators_retry_dead_steps_and_cancel_waiting_ones() {
+    let (base, server) = serve(
+        |call, seen| match (call.method.as_str(), call.path.as_str()) {
+            ("POST", "/api/v9/workspaces/9/tags") if seen.iter().all(|c| c.path != call.path) => {
+                Reply::status(403, json!("Only admins may create tags in this workspace"))
+            }
+            ("POST", "/api/v9/workspaces/9/tags") => {
+                Reply::ok(json!({"id": 11, "name": "x", "workspace_id": 9}))
+            }
+            _ => Reply::status(503, json!("unavailable")),
+        },
+    )
+    .await;
+    let rules = RuleSet::parse(
+        r#"
+[[rules]]
+name = "tag"
+on = "project_created"
+[[rules.do]]
+action = "create-tag"
+with = { workspace_id = "{{event.payload.workspace_id}}", name = "x" }
+
+[[rules]]
+name = "slow"
+on = "project_created"
+[[rules.do]]
+operation = "projects.update"
+with = { workspace_id = "{{event.payload.workspace_id}}", id = "{{event.payload.id}}", name = "y" }
+"#,
+        Connector::builtin(),
+    )
+    .expect("rules compile");
+    let store = memory_store().await;
+    let config = WorkerConfig {
+        backoff: Backoff {
+            base: Duration::from_secs(600),
+            max: Duration::from_secs(600),
+        },
+        ..worker_config()
+    };
+    let worker = start(&store, client(&base, Duration::from_secs(5)), config);
+    let event = deliver(&store, &rules, &["project_created"], &project_event()).await;
+
+    // The 403 dead-letters the tag step; the 503 puts the other one to wait for minutes.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (tag, slow) = loop {
+        let runs = list_runs(
+            &store,
+            JobFilter {
+                event_row_id: Some(event),
+                ..JobFilter::default()
+            },
+        )
+        .await
+        .expect("list runs");
+        let tag = runs
+            .iter()
+            .find(|r| r.rule == "tag")
+            .cloned()
+            .expect("tag run");
+        let slow = runs
+            .iter()
+            .find(|r| r.rule == "slow")
+            .cloned()
+            .expect("slow run");
+        if tag.status == "dead" && slow.status == "pending" && slow.attempts == 1 {
+            break (tag, slow);
+        }
+        assert!(Instant::now() < deadline, "{runs:#?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        tag.last_error.as_deref().is_some_and(|e| e.contains("403")),
+        "{tag:?}"
+    );
+
+    cancel_run(&store, slow.job_id)
+        .await
+        .expect("cancel a waiting step");
+    retry_run(&store, tag.job_id)
+        .await
+        .expect("retry a dead step");
+    let jobs = finished_jobs(&store, event, 2).await;
+    worker.stop().await;
+
+    let status = |rule: &str| jobs.iter().find(|j| j.rule == rule).map(|j| j.status);
+    assert_eq!(status("tag"), Some(JobStatus::Succeeded));
+    assert_eq!(status("slow"), Some(JobStatus::Cancelled));
+    // A 403 proves the create did not happen: the retry sends it without a lookup.
+    let calls = server.calls();
+    assert!(calls.iter().all(|c| c.method != "GET"), "{calls:#?}");
+    assert_eq!(
+        calls
+            .iter()
+            .filter(|c| c.path == "/api/v9/workspaces/9/tags")
+            .count(),
+        2
+    );
+    assert_eq!(outcomes(&store, tag.job_id).await, ["dead", "ok"]);
 }

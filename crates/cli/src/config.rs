@@ -19,6 +19,8 @@ pub struct Config {
     pub serve: ServeConfig,
     /// How long stored data is kept.
     pub retention: RetentionConfig,
+    /// How rule steps run.
+    pub automation: AutomationConfig,
     /// Automation rules (checked by `rules check`, run by `serve`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<toml::Value>,
@@ -112,6 +114,26 @@ impl Default for RetentionConfig {
             events_days: 30,
             finished_jobs_days: 14,
         }
+    }
+}
+
+/// `[automation]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AutomationConfig {
+    /// Seconds a worker holds a claimed step before another instance may take it over (renewed
+    /// every third of it while the step runs). Short enough that a crashed instance's steps are
+    /// taken over quickly, long enough to ride out a slow request.
+    pub lease_secs: u64,
+    /// Steps run at once by this instance.
+    pub concurrency: usize,
+    /// Failed attempts (quota waits excluded) before a step is dead-lettered.
+    pub max_attempts: u32,
+}
+
+impl Default for AutomationConfig {
+    fn default() -> Self {
+        Self { lease_secs: 30, concurrency: 4, max_attempts: 8 }
     }
 }
 

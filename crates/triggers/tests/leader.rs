@@ -282,3 +282,101 @@ async fn a_task_that_ends_gives_the_lease_back() {
         );
     }
 }
+
+/// A TCP relay between the store and PostgreSQL that can be cut, as a lost network would.
+struct Relay {
+    addr: std::net::SocketAddr,
+    cut: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Relay {
+    async fn start(upstream: String) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind relay");
+        let addr = listener.local_addr().expect("addr");
+        let cut = Arc::new(AtomicBool::new(false));
+        let conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let (c, k) = (Arc::clone(&cut), Arc::clone(&conns));
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if c.load(Ordering::SeqCst) {
+                    continue; // dropped: the client sees the connection close
+                }
+                let upstream = upstream.clone();
+                let task = tokio::spawn(async move {
+                    if let Ok(mut out) = tokio::net::TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    }
+                });
+                k.lock().push(task.abort_handle());
+            }
+        });
+        Relay { addr, cut, conns }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        for c in self.conns.lock().drain(..) {
+            c.abort();
+        }
+    }
+
+    fn mend(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+/// `host:port` of a `postgres://user@host:port/db` URL, and the URL with it replaced.
+fn through(url: &str, relay: std::net::SocketAddr) -> (String, String) {
+    let (scheme, rest) = url.split_once("://").expect("url scheme");
+    let (auth, after_auth) = rest.rsplit_once('@').map_or(("", rest), |(a, r)| (a, r));
+    let end = after_auth.find(['/', '?']).unwrap_or(after_auth.len());
+    let hostport = &after_auth[..end];
+    let upstream = if hostport.contains(':') { hostport.to_owned() } else { format!("{hostport}:5432") };
+    let at = if auth.is_empty() { String::new() } else { format!("{auth}@") };
+    (upstream, format!("{scheme}://{at}{relay}{}", &after_auth[end..]))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_loses_the_database_stops_its_task_before_the_lease_can_expire() {
+    let Some(db) = dbs().into_iter().find(|d| d.label == "postgres") else {
+        eprintln!("skipped: needs {PG_ENV}");
+        return;
+    };
+    // Create the schema directly, then reach it only through the relay.
+    drop(db.open().await);
+    let url = std::env::var(PG_ENV).expect("pg url");
+    let (upstream, _) = through(&url, std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    let relay = Relay::start(upstream).await;
+    let (_, relayed_url) = through(&url, relay.addr);
+    let options = StoreOptions {
+        connect_timeout: Duration::from_millis(300),
+        statement_timeout: Duration::from_secs(2),
+        ..db.options.clone()
+    };
+    let store = Store::open(&relayed_url, options).await.expect("open through the relay");
+
+    let ttl = Duration::from_millis(1500);
+    let w = Arc::new(Watch::default());
+    let cfg = LeaseConfig::new("repair", "a", ttl).poll_every(Duration::from_millis(50));
+    let (_stop, a) = spawn_lead(store, cfg, &w);
+    eventually("a leads", Duration::from_secs(10), || w.leader()).await;
+
+    relay.cut();
+    let cut_at = Instant::now();
+    eventually("the task stops", ttl * 3, || (w.running.load(Ordering::SeqCst) == 0).then_some(())).await;
+    let stopped_after = cut_at.elapsed();
+    // The last renewal started at most `ttl / 3` before the cut, so the lease may expire (and
+    // another instance lead) from `2 * ttl / 3` after the cut: the task must be gone by then
+    // (plus the polling slack of this test).
+    let bound = ttl * 2 / 3 + Duration::from_millis(100);
+    assert!(stopped_after < bound, "task still ran {stopped_after:?} after the database was lost");
+    assert_eq!(w.graceful_stops.load(Ordering::SeqCst), 1, "asked to stop, not aborted");
+
+    relay.mend();
+    eventually("a leads again once the database is back", Duration::from_secs(15), || {
+        (w.starts.load(Ordering::SeqCst) == 2 && w.leader().is_some()).then_some(())
+    })
+    .await;
+    a.abort();
+}

@@ -5,6 +5,8 @@ mod call;
 mod definition;
 mod events;
 mod query;
+mod rules;
+mod runs;
 mod sandbox;
 pub mod serve;
 mod webhooks;
@@ -58,6 +60,10 @@ pub enum Command {
     Call(call::CallArgs),
     /// Run a named action of the definition (create-client, start-timer, ...).
     Action(action::ActionArgs),
+    /// Check automation rules.
+    Rules(rules::RulesArgs),
+    /// Automation runs: step-by-step history, retry, cancel.
+    Runs(runs::RunsArgs),
 }
 
 /// Runs the chosen command; returns the exit code on success.
@@ -71,6 +77,8 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<u8> {
         Command::Action(args) => action::run(args, out),
         Command::Events(args) => events::run(args, out),
         Command::Webhooks(args) => webhooks::run(args, out),
+        Command::Rules(args) => rules::run(args, out),
+        Command::Runs(args) => runs::run(args, out),
     }
 }
 

@@ -5,7 +5,6 @@
 //! subscriptions created — Toggl pings the callback during the create call.
 
 use std::io::Write;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +15,12 @@ use serde_json::Value;
 use toggl_connect_client::{ApiRequest, Client, ClientConfig};
 use toggl_connect_store::{EventSource, Store, StoreOptions};
 use toggl_connect_triggers::poll::{PollPlan, Poller, user_quota_total};
-use toggl_connect_triggers::receiver::{Receiver, ReceiverConfig, SecretRing, router};
+use toggl_connect_automation::{RuleSet, Worker, WorkerConfig, budget_text};
+use toggl_connect_definition::Connector;
+use toggl_connect_store::NewJob;
+use toggl_connect_triggers::classify::Classification;
+use toggl_connect_triggers::envelope::Event;
+use toggl_connect_triggers::receiver::{JobPlanner, Receiver, ReceiverConfig, SecretRing, router};
 use toggl_connect_triggers::subscriptions::{
     PendingValidations, SubscriptionManager, all_triggers,
 };
@@ -52,14 +56,12 @@ pub struct ServeArgs {
     pub sandbox_plan: String,
 }
 
-/// Everything `serve` runs, for tests that start it in-process.
+/// Everything `serve` runs.
 pub struct Running {
-    /// Where the receiver listens.
-    pub addr: SocketAddr,
-    /// The receiver.
-    pub receiver: Arc<Receiver>,
-    /// Set to true to stop.
+    /// Set to true to stop intake, polling and checks.
     pub shutdown: tokio::sync::watch::Sender<bool>,
+    /// Stops the automation worker (it finishes or hands back its running jobs).
+    pub worker_stop: tokio_util::sync::CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     _sandbox: Option<toggl_connect_sandbox::SandboxHandle>,
 }
@@ -68,16 +70,20 @@ pub struct Running {
 pub fn run(args: ServeArgs, out: &mut dyn Write) -> anyhow::Result<u8> {
     let loaded = config::load(args.config.as_deref())?;
     super::runtime()?.block_on(async {
-        let running = start(args, loaded.config, out).await?;
+        let running = start(args, loaded, out).await?;
         super::shutdown_signal().await;
         tracing::info!("shutting down: intake stops, in-flight deliveries finish");
         let _ = running.shutdown.send(true);
+        running.worker_stop.cancel();
         for t in running.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
         }
         Ok(0)
     })
 }
+
+/// Longest in-call wait for a quota reset in `serve` (see where the client is built).
+const SERVE_MAX_QUOTA_WAIT: Duration = Duration::from_secs(5);
 
 fn client_config(cfg: &Config, base_url: &str, token: &str) -> ClientConfig {
     let mut c = ClientConfig::with_token(token.to_owned()).base_url(base_url.to_owned());
@@ -88,11 +94,20 @@ fn client_config(cfg: &Config, base_url: &str, token: &str) -> ClientConfig {
 }
 
 /// Starts everything and prints where things are.
-pub async fn start(
-    args: ServeArgs,
-    mut cfg: Config,
-    out: &mut dyn Write,
-) -> anyhow::Result<Running> {
+pub async fn start(args: ServeArgs, loaded: config::Loaded, out: &mut dyn Write) -> anyhow::Result<Running> {
+    let mut cfg = loaded.config;
+    // Rules are checked before anything starts: an invalid rule set refuses to serve.
+    let connector = Connector::builtin();
+    let rules = Arc::new(RuleSet::parse(&loaded.text, connector).map_err(|diags| {
+        let file = loaded.path.as_ref().map_or_else(|| "config".to_owned(), |p| p.display().to_string());
+        let lines: Vec<String> = diags.iter().map(|d| format!("{file}:{d}")).collect();
+        anyhow::anyhow!("invalid rules, not starting:\n{}", lines.join("\n"))
+    })?);
+    let missing_secrets = rules.check_secrets(|k| std::env::var(k).ok());
+    if !missing_secrets.is_empty() {
+        let lines: Vec<String> = missing_secrets.iter().map(ToString::to_string).collect();
+        bail!("rules need secrets that are not set, not starting:\n{}", lines.join("\n"));
+    }
     if let Some(l) = &args.listen {
         cfg.serve.listen.clone_from(l);
     }
@@ -160,7 +175,11 @@ pub async fn start(
     let store = Store::open(&cfg.serve.store, StoreOptions::default())
         .await
         .with_context(|| format!("opening store {}", redact_url(&cfg.serve.store)))?;
-    let client = Client::new(client_config(&cfg, &api_url, &token))?;
+    // Serve never sleeps through an hourly reset inside a call: a rule step whose quota is spent
+    // is rescheduled by the worker (without holding its lease), and a poll cycle is skipped.
+    let mut serve_client_config = client_config(&cfg, &api_url, &token);
+    serve_client_config.max_quota_wait = serve_client_config.max_quota_wait.min(SERVE_MAX_QUOTA_WAIT);
+    let client = Client::new(serve_client_config)?;
 
     let secrets = Arc::new(SecretRing::default());
     let validations = Arc::new(PendingValidations::default());
@@ -170,10 +189,41 @@ pub async fn start(
     };
     let receiver = Arc::new(
         Receiver::new(store.clone(), Arc::clone(&secrets), receiver_config)
-            .with_validations(Arc::clone(&validations)),
+            .with_validations(Arc::clone(&validations))
+            .with_planner(Arc::new(RulesPlanner(Arc::clone(&rules)))),
     );
+    // The worker runs rule steps; a stored event with jobs wakes it at once.
+    let worker_config = WorkerConfig {
+        worker_id: format!("{}-{}", hostname(), std::process::id()),
+        lease: Duration::from_secs(cfg.automation.lease_secs.max(1)),
+        concurrency: cfg.automation.concurrency.max(1),
+        max_attempts: cfg.automation.max_attempts.max(1),
+        ..WorkerConfig::default()
+    };
+    let budget_line = budget_text(&client, &worker_config);
+    let worker = Worker::new(store.clone(), client.clone(), Arc::new(connector.clone()), worker_config)?;
+    let wake = worker.notifier();
+    let worker_stop = tokio_util::sync::CancellationToken::new();
+    let worker_task = worker.run(worker_stop.clone());
+    {
+        let mut notices = receiver.subscribe();
+        tokio::spawn(async move {
+            loop {
+                match notices.recv().await {
+                    Ok(n) if n.jobs > 0 => wake.notify_one(),
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => wake.notify_one(),
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+    }
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    let mut tasks = Vec::new();
+    let mut tasks = vec![tokio::spawn(async move {
+        if let Err(e) = worker_task.await {
+            tracing::error!(error = %e, "automation worker stopped");
+        }
+    })];
     {
         let app = router(Arc::clone(&receiver));
         let mut stop = shutdown_rx.clone();
@@ -211,6 +261,8 @@ pub async fn start(
     writeln!(out, "  store        {}", redact_url(&cfg.serve.store))?;
     writeln!(out, "  toggl api    {api_url}")?;
     writeln!(out, "  workspaces   {:?}", cfg.serve.workspaces)?;
+    let rule_names: Vec<&str> = rules.rules().iter().map(|r| r.name.as_str()).collect();
+    writeln!(out, "  rules        {}", if rule_names.is_empty() { "none".to_owned() } else { rule_names.join(", ") })?;
 
     if let Some(secs) = cfg.serve.poll_interval_secs {
         let plan = PollPlan::new(&cfg.serve.triggers, Duration::from_secs(secs))?;
@@ -301,6 +353,26 @@ pub async fn start(
             "nothing to receive from: set --public-url (webhooks), --poll SECS, or use --sandbox"
         );
     }
+    {
+        let policy = retention_policy(&cfg)?;
+        let store = store.clone();
+        let mut stop = shutdown_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                match store.prune(policy).await {
+                    Ok(c) => tracing::debug!(events = c.events, jobs = c.jobs, "retention pruned"),
+                    Err(e) => tracing::warn!(error = %e, "retention pruning failed"),
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(3600)) => {}
+                    _ = stop.changed() => return,
+                }
+            }
+        }));
+    }
+    for line in budget_line.lines() {
+        writeln!(out, "  {line}")?;
+    }
     writeln!(out, "  quota        {}", describe_budget(&client))?;
     if let Some(sb) = &sandbox {
         let f = sb.facts();
@@ -326,13 +398,37 @@ pub async fn start(
         )?;
     }
     out.flush()?;
-    Ok(Running {
-        addr,
-        receiver,
-        shutdown: shutdown_tx,
-        tasks,
-        _sandbox: sandbox,
+    Ok(Running { shutdown: shutdown_tx, worker_stop, tasks, _sandbox: sandbox })
+}
+
+fn retention_policy(cfg: &Config) -> anyhow::Result<toggl_connect_store::RetentionPolicy> {
+    let day = 24 * 3600;
+    let events = Duration::from_secs(cfg.retention.events_days.saturating_mul(day));
+    if events < toggl_connect_store::MIN_EVENT_RETENTION {
+        bail!(
+            "[retention] events_days = {} is too short: at least {} (Toggl redelivers for about a week, and a pruned event's dedupe key cannot stop a redelivery)",
+            cfg.retention.events_days,
+            toggl_connect_store::MIN_EVENT_RETENTION.as_secs() / day
+        );
+    }
+    Ok(toggl_connect_store::RetentionPolicy {
+        events_older_than: events,
+        finished_jobs_older_than: Duration::from_secs(cfg.retention.finished_jobs_days.saturating_mul(day)),
     })
+}
+
+/// Turns a stored event's triggers into rule jobs, in the event's own transaction.
+struct RulesPlanner(Arc<RuleSet>);
+
+impl JobPlanner for RulesPlanner {
+    fn plan(&self, _event: &Event, classification: &Classification, envelope: &Value) -> Vec<NewJob> {
+        let triggers: Vec<&str> = classification.all().collect();
+        self.0.plan(&triggers, envelope)
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname").map_or_else(|_| "host".to_owned(), |h| h.trim().to_owned())
 }
 
 /// Catch-up reads only the entities that have `since=` listings.

@@ -1,0 +1,371 @@
+//! Benchmark of durable signed webhook ingest (issue 4) against a bare hyper server measured in
+//! the same run.
+//!
+//! The real receiver router (`toggl_connect_triggers::receiver::router`) stores into a temporary
+//! SQLite file (WAL, `synchronous=FULL`: every acknowledged event is fsynced). Each request is
+//! a Toggl-shaped `time_entry` delivery with a distinct `event_id`, signed with
+//! `toggl_connect_triggers::signature::sign`; entity ids cycle over `--entities`, so part of
+//! the deliveries find a previous entity state (classification reads it) and every one upserts
+//! it. Measured:
+//! 1. the maximum rate (closed loop, `--connections` clients), alternating receiver and bare
+//!    server for `--rounds` rounds → ratio (target ≥ 0.35);
+//! 2. events per commit (fsync) at that saturation, from `Store::stats()` (target ≥ 8);
+//! 3. p50/p99 acknowledgement latency at `--load-fraction` (default 50 %) of the measured
+//!    maximum, open loop (latency from the scheduled send time), with the bare server at the
+//!    same rate as a baseline;
+//! 4. this process's peak memory (`VmHWM`): clients, both servers, SQLite and the runtime.
+//!
+//! Run: `cargo run --release -p toggl-connect-bench --bin ingest_bench -- --help`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use clap::Parser;
+use toggl_connect_bench::{
+    BareServer, LoadRun, LoadSpec, MakeRequest, closed_loop, machine_state, median, memory_kib,
+    mib, open_loop, percentile, post_json,
+};
+use toggl_connect_store::{Store, StoreOptions, StoreStats};
+use toggl_connect_triggers::receiver::{Receiver, ReceiverConfig, SecretRing, router};
+use toggl_connect_triggers::signature::{SIGNATURE_HEADER, SigningSecret, sign};
+
+/// Durable signed ingest against a bare hyper server.
+#[derive(Debug, Parser)]
+struct Args {
+    /// Concurrent keep-alive connections (the same for both servers and both phases).
+    #[arg(long, default_value_t = 16)]
+    connections: usize,
+    /// Seconds per maximum-rate phase.
+    #[arg(long, default_value_t = 3.0)]
+    secs: f64,
+    /// Rounds of (receiver, bare) at maximum rate; the ratio reported is the median of rounds.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Upper bound on requests per phase (the loop also stops at the time limit).
+    #[arg(long, default_value_t = 5_000_000)]
+    max_requests: u64,
+    /// Seconds of the open-loop latency phase (per server).
+    #[arg(long, default_value_t = 5.0)]
+    latency_secs: f64,
+    /// Share of the measured maximum rate offered in the latency phase.
+    #[arg(long, default_value_t = 0.5)]
+    load_fraction: f64,
+    /// Distinct time entry ids the events cycle over.
+    #[arg(long, default_value_t = 1000)]
+    entities: u64,
+    /// Directory for the temporary SQLite file (default: the system temp dir). It must be on a
+    /// real disk: on tmpfs an fsync costs nothing and the figures mean little.
+    #[arg(long)]
+    dir: Option<std::path::PathBuf>,
+}
+
+const PATH: &str = "/webhooks/toggl";
+const SUBSCRIPTION_ID: i64 = 42;
+const WORKSPACE_ID: i64 = 9_000_001;
+
+/// A `time_entry` `updated` delivery as Toggl sends it (shape of the recorded events), with a
+/// distinct `event_id` and a newer `at` each time.
+fn envelope(seq: u64, entities: u64) -> String {
+    let event_id = 8_100_000_000_000_000 + seq;
+    let entry_id = 4_000_000_000 + seq % entities.max(1);
+    let at = chrono::DateTime::from_timestamp(1_750_000_000 + seq as i64, 0)
+        .expect("timestamp in range")
+        .format("%Y-%m-%dT%H:%M:%S+00:00");
+    format!(
+        concat!(
+            r#"{{"event_id":{event_id},"created_at":"{at}","creator_id":5000001,"#,
+            r#""metadata":{{"action":"updated","event_user_id":"5000001","model":"time_entry","#,
+            r#""path":"/api/v9/workspaces/{wid}/time_entries/{entry_id}","request_type":"PUT","#,
+            r#""time_entry_id":"{entry_id}","workspace_id":"{wid}"}},"#,
+            r#""payload":{{"at":"{at}","billable":false,"client_name":null,"description":"Bench entry {seq}","#,
+            r#""duration":1800,"duronly":true,"id":{entry_id},"pid":null,"project_id":null,"#,
+            r#""server_deleted_at":null,"start":"2025-06-15T09:00:00+00:00","stop":"2025-06-15T09:30:00+00:00","#,
+            r#""tag_ids":[],"tags":[],"task_id":null,"uid":5000001,"user_id":5000001,"wid":{wid},"workspace_id":{wid}}},"#,
+            r#""subscription_id":{sid},"timestamp":"{at}","url_callback":"http://127.0.0.1/webhooks/toggl"}}"#
+        ),
+        event_id = event_id,
+        at = at,
+        wid = WORKSPACE_ID,
+        entry_id = entry_id,
+        seq = seq,
+        sid = SUBSCRIPTION_ID,
+    )
+}
+
+fn delivery_maker(
+    host: String,
+    secret: SigningSecret,
+    seq: Arc<AtomicU64>,
+    entities: u64,
+) -> MakeRequest {
+    Arc::new(move |_| {
+        // One counter across every phase and both servers: every delivery is a new event.
+        let n = seq.fetch_add(1, Ordering::Relaxed);
+        let body = envelope(n, entities);
+        let signature = sign(&secret, body.as_bytes());
+        post_json(
+            &host,
+            PATH,
+            Bytes::from(body),
+            &[(SIGNATURE_HEADER, &signature)],
+        )
+    })
+}
+
+fn check(run: &LoadRun, what: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        run.errors == 0,
+        "{what}: {} failed requests (first: {})",
+        run.errors,
+        run.first_error.as_deref().unwrap_or("?")
+    );
+    Ok(())
+}
+
+fn latency_ms(run: &LoadRun, q: f64) -> f64 {
+    let mut lat = run.latencies.clone();
+    percentile(&mut lat, q).unwrap_or_default().as_secs_f64() * 1e3
+}
+
+fn describe(run: &LoadRun) -> String {
+    format!(
+        "{:>8.0} req/s  ok={} errors={} p50={:.2}ms p99={:.2}ms",
+        run.rate(),
+        run.ok,
+        run.errors,
+        latency_ms(run, 0.5),
+        latency_ms(run, 0.99)
+    )
+}
+
+fn per_commit(before: &StoreStats, after: &StoreStats) -> (u64, u64, f64) {
+    let commits = after.commits - before.commits;
+    let writes = after.writes - before.writes;
+    let ratio = if commits == 0 {
+        0.0
+    } else {
+        writes as f64 / commits as f64
+    };
+    (commits, writes, ratio)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    anyhow::ensure!(
+        args.connections > 0 && args.rounds > 0 && args.secs > 0.0 && args.latency_secs > 0.0,
+        "nothing to measure"
+    );
+    anyhow::ensure!(
+        args.load_fraction > 0.0 && args.load_fraction <= 1.0,
+        "--load-fraction must be in (0, 1]"
+    );
+    println!("machine at start: {}", machine_state());
+    println!(
+        "config: connections={} secs={} rounds={} latency_secs={} load_fraction={} entities={}",
+        args.connections,
+        args.secs,
+        args.rounds,
+        args.latency_secs,
+        args.load_fraction,
+        args.entities
+    );
+
+    let dir = match &args.dir {
+        Some(d) => tempfile::tempdir_in(d),
+        None => tempfile::tempdir(),
+    }
+    .context("temp dir for the store")?;
+    println!("store: {}", dir.path().display());
+    let db_path = dir.path().join("ingest-bench.db");
+    let store = Store::open(
+        &format!("sqlite://{}", db_path.display()),
+        StoreOptions::default(),
+    )
+    .await
+    .context("opening the SQLite store")?;
+    let secret = SigningSecret::new("bench-signing-secret-0123456789");
+    let secrets = Arc::new(SecretRing::default());
+    secrets.add(Some(SUBSCRIPTION_ID), secret.clone());
+    let receiver = Arc::new(Receiver::new(
+        store.clone(),
+        secrets,
+        ReceiverConfig::default(),
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("binding the receiver")?;
+    let receiver_addr = listener.local_addr()?;
+    let app = router(Arc::clone(&receiver));
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let bare = BareServer::start(
+        Bytes::new(),
+        Bytes::from_static(br#"{"stored":true,"duplicate":false}"#),
+    )
+    .await?;
+    let (hwm_setup, _) = memory_kib("self")?;
+
+    let seq = Arc::new(AtomicU64::new(0));
+    let to_receiver = delivery_maker(
+        receiver_addr.to_string(),
+        secret.clone(),
+        Arc::clone(&seq),
+        args.entities,
+    );
+    let to_bare = delivery_maker(
+        bare.addr().to_string(),
+        secret,
+        Arc::clone(&seq),
+        args.entities,
+    );
+
+    let spec = LoadSpec {
+        connections: args.connections,
+        duration: Duration::from_secs_f64(args.secs),
+        max_requests: args.max_requests,
+    };
+    let warm = LoadSpec {
+        duration: Duration::from_millis(500),
+        ..spec.clone()
+    };
+    let mut acknowledged = 0;
+    let w = closed_loop(receiver_addr, &warm, Arc::clone(&to_receiver)).await?;
+    check(&w, "warm-up receiver")?;
+    acknowledged += w.ok;
+    check(
+        &closed_loop(bare.addr(), &warm, Arc::clone(&to_bare)).await?,
+        "warm-up bare",
+    )?;
+
+    let (mut rec_rates, mut bare_rates, mut ratios, mut per_commits) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut max_writes_per_commit = 0;
+    for round in 0..args.rounds {
+        let measure_receiver = async {
+            let before = store.stats();
+            let run = closed_loop(receiver_addr, &spec, Arc::clone(&to_receiver)).await?;
+            let after = store.stats();
+            anyhow::Ok((run, per_commit(&before, &after), after.max_writes_per_commit))
+        };
+        let (r, (commits, writes, pc), max_pc, b) = if round % 2 == 0 {
+            let (r, pc, m) = measure_receiver.await?;
+            let b = closed_loop(bare.addr(), &spec, Arc::clone(&to_bare)).await?;
+            (r, pc, m, b)
+        } else {
+            let b = closed_loop(bare.addr(), &spec, Arc::clone(&to_bare)).await?;
+            let (r, pc, m) = measure_receiver.await?;
+            (r, pc, m, b)
+        };
+        println!("  round {}: receiver {}", round + 1, describe(&r));
+        println!(
+            "  round {}:          {commits} commits, {writes} writes, {pc:.1} writes/commit",
+            round + 1
+        );
+        println!("  round {}: bare     {}", round + 1, describe(&b));
+        check(&r, "receiver")?;
+        check(&b, "bare")?;
+        acknowledged += r.ok;
+        max_writes_per_commit = max_pc;
+        ratios.push(r.rate() / b.rate());
+        rec_rates.push(r.rate());
+        bare_rates.push(b.rate());
+        per_commits.push(pc);
+    }
+    let (hwm_max, _) = memory_kib("self")?;
+
+    let max_rate = median(&rec_rates);
+    let offered = max_rate * args.load_fraction;
+    let paced = LoadSpec {
+        duration: Duration::from_secs_f64(args.latency_secs),
+        ..spec.clone()
+    };
+    let before = store.stats();
+    let lat_r = open_loop(receiver_addr, &paced, offered, Arc::clone(&to_receiver)).await?;
+    let after = store.stats();
+    let (_, _, paced_pc) = per_commit(&before, &after);
+    println!("  paced {offered:.0}/s: receiver {}", describe(&lat_r));
+    check(&lat_r, "paced receiver")?;
+    acknowledged += lat_r.ok;
+    let lat_b = open_loop(bare.addr(), &paced, offered, Arc::clone(&to_bare)).await?;
+    println!("  paced {offered:.0}/s: bare     {}", describe(&lat_b));
+    check(&lat_b, "paced bare")?;
+    let (hwm_end, rss_end) = memory_kib("self")?;
+
+    // Every 200 must be a stored event: the benchmark is only meaningful if acks were durable.
+    let stats = store.stats();
+    anyhow::ensure!(
+        stats.events_inserted == acknowledged && stats.duplicates == 0,
+        "store has {} events ({} duplicates) for {acknowledged} acknowledged deliveries",
+        stats.events_inserted,
+        stats.duplicates
+    );
+    let db_bytes = std::fs::metadata(&db_path).map_or(0, |m| m.len());
+    let wal_bytes = std::fs::metadata(dir.path().join("ingest-bench.db-wal")).map_or(0, |m| m.len());
+
+    drop(bare);
+    server.abort();
+
+    println!();
+    println!("machine at end: {}", machine_state());
+    println!();
+    println!("| measure | receiver (SQLite, fsync) | bare hyper | ratio / figure | target |");
+    println!("|---|---:|---:|---:|---|");
+    println!(
+        "| max req/s, {} connections (median of {} rounds) | {:.0} | {:.0} | {:.3} (rounds: {}) | ≥ 0.35 |",
+        args.connections,
+        args.rounds,
+        max_rate,
+        median(&bare_rates),
+        median(&ratios),
+        ratios
+            .iter()
+            .map(|r| format!("{r:.3}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "| events per commit (fsync) at saturation | {:.1} (rounds: {}; largest batch {}) | | | ≥ 8 |",
+        median(&per_commits),
+        per_commits
+            .iter()
+            .map(|r| format!("{r:.1}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        max_writes_per_commit
+    );
+    println!(
+        "| ack latency p50 at {:.0} req/s offered ({:.0}% of max), open loop | {:.2} ms | {:.2} ms | | |",
+        offered,
+        args.load_fraction * 100.0,
+        latency_ms(&lat_r, 0.5),
+        latency_ms(&lat_b, 0.5)
+    );
+    println!(
+        "| ack latency p99 at the same rate | {:.2} ms | {:.2} ms | | |",
+        latency_ms(&lat_r, 0.99),
+        latency_ms(&lat_b, 0.99)
+    );
+    println!(
+        "| achieved rate in the paced phase | {:.0} req/s ({:.1} events/commit) | {:.0} req/s | | |",
+        lat_r.rate(),
+        paced_pc,
+        lat_b.rate()
+    );
+    println!(
+        "| bench process VmHWM: after setup / after max phase / at end (RSS at end) | {} / {} / {} ({}) | | | |",
+        mib(hwm_setup),
+        mib(hwm_max),
+        mib(hwm_end),
+        mib(rss_end)
+    );
+    println!(
+        "| events stored / db file / WAL file | {} / {:.1} MB / {:.1} MB | | | |",
+        stats.events_inserted,
+        db_bytes as f64 / 1e6,
+        wal_bytes as f64 / 1e6
+    );
+    Ok(())
+}
