@@ -47,7 +47,9 @@ fn parse_args() -> anyhow::Result<Args> {
             "--clients" => a.clients = value.parse().context("--clients")?,
             "--requests" => a.requests = value.parse().context("--requests")?,
             "--seconds" => a.seconds = value.parse().context("--seconds")?,
-            other => bail!("unknown flag {other} (expected --pg, --clients, --requests, --seconds)"),
+            other => {
+                bail!("unknown flag {other} (expected --pg, --clients, --requests, --seconds)")
+            }
         }
     }
     if a.clients == 0 || a.requests == 0 || a.seconds == 0 {
@@ -84,7 +86,9 @@ fn envelope(event_id: u64, entity_id: u64) -> String {
     .to_string()
 }
 
-async fn start_receiver(store: Store) -> anyhow::Result<(SocketAddr, tokio::sync::oneshot::Sender<()>)> {
+async fn start_receiver(
+    store: Store,
+) -> anyhow::Result<(SocketAddr, tokio::sync::oneshot::Sender<()>)> {
     let secrets = Arc::new(SecretRing::default());
     secrets.add(Some(SUBSCRIPTION_ID), SigningSecret::new(SECRET));
     let receiver = Arc::new(Receiver::new(store, secrets, ReceiverConfig::default()));
@@ -115,7 +119,13 @@ impl Run {
 
 /// `clients` concurrent senders (keep-alive connections), at most `requests` deliveries in
 /// total and at most `seconds`; event ids start at `first_id` so runs never collide.
-async fn drive(addr: SocketAddr, clients: usize, requests: usize, seconds: u64, first_id: u64) -> anyhow::Result<Run> {
+async fn drive(
+    addr: SocketAddr,
+    clients: usize,
+    requests: usize,
+    seconds: u64,
+    first_id: u64,
+) -> anyhow::Result<Run> {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(clients)
         .timeout(Duration::from_secs(30))
@@ -156,17 +166,35 @@ async fn drive(addr: SocketAddr, clients: usize, requests: usize, seconds: u64, 
     for s in senders {
         s.await?;
     }
-    Ok(Run { ok: ok.load(Ordering::Relaxed), failed: failed.load(Ordering::Relaxed), elapsed: started.elapsed() })
+    Ok(Run {
+        ok: ok.load(Ordering::Relaxed),
+        failed: failed.load(Ordering::Relaxed),
+        elapsed: started.elapsed(),
+    })
 }
 
 /// Warms up (connections, prepared statements, caches), then measures.
 async fn bench_store(label: &str, store: Store, args: &Args, first_id: u64) -> anyhow::Result<Run> {
     let (addr, stop) = start_receiver(store).await?;
-    let warm = drive(addr, args.clients, (args.requests / 10).max(args.clients), 2, first_id).await?;
+    let warm = drive(
+        addr,
+        args.clients,
+        (args.requests / 10).max(args.clients),
+        2,
+        first_id,
+    )
+    .await?;
     if warm.ok == 0 {
         bail!("{label}: warm-up stored nothing ({} failed)", warm.failed);
     }
-    let run = drive(addr, args.clients, args.requests, args.seconds, first_id + 1_000_000_000).await?;
+    let run = drive(
+        addr,
+        args.clients,
+        args.requests,
+        args.seconds,
+        first_id + 1_000_000_000,
+    )
+    .await?;
     let _ = stop.send(());
     println!(
         "  {label:<22} {:>9.0} deliveries/s  ({} stored in {:.2} s, {} failed)",
@@ -176,20 +204,30 @@ async fn bench_store(label: &str, store: Store, args: &Args, first_id: u64) -> a
         run.failed
     );
     if run.failed > 0 {
-        bail!("{label}: {} deliveries failed; the figure would be meaningless", run.failed);
+        bail!(
+            "{label}: {} deliveries failed; the figure would be meaningless",
+            run.failed
+        );
     }
     Ok(run)
 }
 
 async fn pg_admin(url: &str) -> anyhow::Result<tokio_postgres::Client> {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.context("connecting to postgres")?;
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .context("connecting to postgres")?;
     tokio::spawn(conn);
     Ok(client)
 }
 
 /// `pgbench` with the same clients, inserting rows of the same size (the delivery body as the
 /// row's text, a unique key, a timestamp) one per transaction, for `seconds`.
-async fn pgbench(url: &str, schema: &str, args: &Args, dir: &std::path::Path) -> anyhow::Result<f64> {
+async fn pgbench(
+    url: &str,
+    schema: &str,
+    args: &Args,
+    dir: &std::path::Path,
+) -> anyhow::Result<f64> {
     let body = envelope(8_100_000_000_000_001, 1).replace('\'', "''");
     let script = dir.join("insert-only.sql");
     std::fs::write(
@@ -199,9 +237,21 @@ async fn pgbench(url: &str, schema: &str, args: &Args, dir: &std::path::Path) ->
              INSERT INTO {schema}.ingest (dedupe_key, envelope) VALUES ('evt:' || :k, '{body}') ON CONFLICT (dedupe_key) DO NOTHING;\n"
         ),
     )?;
-    let threads = args.clients.min(std::thread::available_parallelism().map_or(2, usize::from)).to_string();
+    let threads = args
+        .clients
+        .min(std::thread::available_parallelism().map_or(2, usize::from))
+        .to_string();
     let out = tokio::process::Command::new("pgbench")
-        .args(["-n", "-c", &args.clients.to_string(), "-j", &threads, "-T", &args.seconds.to_string(), "-f"])
+        .args([
+            "-n",
+            "-c",
+            &args.clients.to_string(),
+            "-j",
+            &threads,
+            "-T",
+            &args.seconds.to_string(),
+            "-f",
+        ])
         .arg(&script)
         .arg(url)
         .output()
@@ -209,7 +259,11 @@ async fn pgbench(url: &str, schema: &str, args: &Args, dir: &std::path::Path) ->
         .context("running pgbench (is it installed? apt-get install postgresql-client)")?;
     let text = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
-        bail!("pgbench failed: {}{}", text, String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "pgbench failed: {}{}",
+            text,
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let tps = text
         .lines()
@@ -217,7 +271,13 @@ async fn pgbench(url: &str, schema: &str, args: &Args, dir: &std::path::Path) ->
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse::<f64>().ok())
         .with_context(|| format!("no tps in pgbench output:\n{text}"))?;
-    println!("  {:<22} {tps:>9.0} transactions/s  (pgbench -c {} -j {threads} -T {}, {} byte rows)", "pgbench insert-only", args.clients, args.seconds, body.len());
+    println!(
+        "  {:<22} {tps:>9.0} transactions/s  (pgbench -c {} -j {threads} -T {}, {} byte rows)",
+        "pgbench insert-only",
+        args.clients,
+        args.seconds,
+        body.len()
+    );
     Ok(tps)
 }
 
@@ -225,7 +285,9 @@ async fn pgbench(url: &str, schema: &str, args: &Args, dir: &std::path::Path) ->
 async fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
     let dir = tempfile::tempdir()?;
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
     let tag = format!("{}_{nanos:x}", std::process::id());
     let ours = format!("bench_ingest_{tag}");
     let theirs = format!("bench_pgbench_{tag}");
@@ -263,6 +325,10 @@ async fn main() -> anyhow::Result<()> {
         anyhow::Ok(())
     }
     .await;
-    admin.batch_execute(&format!("DROP SCHEMA IF EXISTS {theirs} CASCADE; DROP SCHEMA IF EXISTS {ours} CASCADE")).await?;
+    admin
+        .batch_execute(&format!(
+            "DROP SCHEMA IF EXISTS {theirs} CASCADE; DROP SCHEMA IF EXISTS {ours} CASCADE"
+        ))
+        .await?;
     result
 }

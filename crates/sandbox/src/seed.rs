@@ -22,8 +22,11 @@ use crate::model::{
 };
 use crate::timefmt::{trunc_micros, trunc_secs};
 
-const ADMIN_EMAIL: &str = "admin@sandbox.test";
-const MEMBER_EMAIL: &str = "member@sandbox.test";
+// RFC 2606 `example.com`, not the `.test` TLD: real accounts have deliverable-looking
+// addresses, and clients that validate `email` strictly (pydantic's `EmailStr` in
+// toggl-python) reject special-use TLDs such as `.test`, `.local` or `.invalid`.
+const ADMIN_EMAIL: &str = "admin@example.com";
+const MEMBER_EMAIL: &str = "member@example.com";
 const DESCRIPTIONS: [&str; 12] = [
     "Write report",
     "Standup",

@@ -108,7 +108,7 @@ async fn put_me_validates_and_updates() {
         "Invalid fullname",
     );
     assert_error(
-        &env.put("/me", r#"{"email":"member@sandbox.test"}"#).await,
+        &env.put("/me", r#"{"email":"member@example.com"}"#).await,
         400,
         "user with this email already exists",
     );

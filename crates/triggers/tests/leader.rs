@@ -292,7 +292,9 @@ struct Relay {
 
 impl Relay {
     async fn start(upstream: String) -> Relay {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind relay");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind relay");
         let addr = listener.local_addr().expect("addr");
         let cut = Arc::new(AtomicBool::new(false));
         let conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
@@ -332,9 +334,20 @@ fn through(url: &str, relay: std::net::SocketAddr) -> (String, String) {
     let (auth, after_auth) = rest.rsplit_once('@').map_or(("", rest), |(a, r)| (a, r));
     let end = after_auth.find(['/', '?']).unwrap_or(after_auth.len());
     let hostport = &after_auth[..end];
-    let upstream = if hostport.contains(':') { hostport.to_owned() } else { format!("{hostport}:5432") };
-    let at = if auth.is_empty() { String::new() } else { format!("{auth}@") };
-    (upstream, format!("{scheme}://{at}{relay}{}", &after_auth[end..]))
+    let upstream = if hostport.contains(':') {
+        hostport.to_owned()
+    } else {
+        format!("{hostport}:5432")
+    };
+    let at = if auth.is_empty() {
+        String::new()
+    } else {
+        format!("{auth}@")
+    };
+    (
+        upstream,
+        format!("{scheme}://{at}{relay}{}", &after_auth[end..]),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -354,7 +367,9 @@ async fn a_leader_that_loses_the_database_stops_its_task_before_the_lease_can_ex
         statement_timeout: Duration::from_secs(2),
         ..db.options.clone()
     };
-    let store = Store::open(&relayed_url, options).await.expect("open through the relay");
+    let store = Store::open(&relayed_url, options)
+        .await
+        .expect("open through the relay");
 
     let ttl = Duration::from_millis(1500);
     let w = Arc::new(Watch::default());
@@ -364,19 +379,31 @@ async fn a_leader_that_loses_the_database_stops_its_task_before_the_lease_can_ex
 
     relay.cut();
     let cut_at = Instant::now();
-    eventually("the task stops", ttl * 3, || (w.running.load(Ordering::SeqCst) == 0).then_some(())).await;
+    eventually("the task stops", ttl * 3, || {
+        (w.running.load(Ordering::SeqCst) == 0).then_some(())
+    })
+    .await;
     let stopped_after = cut_at.elapsed();
     // The last renewal started at most `ttl / 3` before the cut, so the lease may expire (and
     // another instance lead) from `2 * ttl / 3` after the cut: the task must be gone by then
     // (plus the polling slack of this test).
     let bound = ttl * 2 / 3 + Duration::from_millis(100);
-    assert!(stopped_after < bound, "task still ran {stopped_after:?} after the database was lost");
-    assert_eq!(w.graceful_stops.load(Ordering::SeqCst), 1, "asked to stop, not aborted");
+    assert!(
+        stopped_after < bound,
+        "task still ran {stopped_after:?} after the database was lost"
+    );
+    assert_eq!(
+        w.graceful_stops.load(Ordering::SeqCst),
+        1,
+        "asked to stop, not aborted"
+    );
 
     relay.mend();
-    eventually("a leads again once the database is back", Duration::from_secs(15), || {
-        (w.starts.load(Ordering::SeqCst) == 2 && w.leader().is_some()).then_some(())
-    })
+    eventually(
+        "a leads again once the database is back",
+        Duration::from_secs(15),
+        || (w.starts.load(Ordering::SeqCst) == 2 && w.leader().is_some()).then_some(()),
+    )
     .await;
     a.abort();
 }

@@ -42,10 +42,10 @@ pub fn run(args: QueryArgs, out: &mut dyn Write) -> anyhow::Result<u8> {
 
 const WORKSPACE_ID: &str = "workspace_id";
 
-fn pick_operation<'r>(
-    resource: &'r toggl_connect_definition::Resource,
+fn pick_operation(
+    resource: &toggl_connect_definition::Resource,
     by_id: bool,
-) -> Result<&'r Operation, Reported> {
+) -> Result<&Operation, Reported> {
     let op = if by_id {
         resource.operation("read")
     } else {

@@ -142,14 +142,19 @@ impl Api {
         } else {
             format!("{}{path}", self.base)
         };
-        let mut req = self
-            .http
-            .request(method, url)
-            .basic_auth(&self.token, Some("api_token"));
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.expect("sandbox answers");
+        // A well-behaved client: a quota 402 means waiting for the reset, then the same call.
+        let resp = loop {
+            let mut req = self.http.request(method.clone(), &url).basic_auth(&self.token, Some("api_token"));
+            if let Some(b) = &body {
+                req = req.json(b);
+            }
+            let resp = req.send().await.expect("sandbox answers");
+            let reset = resp.headers().get("X-Toggl-Quota-Resets-In").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+            match (resp.status().as_u16(), reset) {
+                (402, Some(secs)) => tokio::time::sleep(Duration::from_secs(secs.max(1))).await,
+                _ => break resp,
+            }
+        };
         let status = resp.status();
         let v: Value = resp.json().await.unwrap_or(Value::Null);
         assert!(status.is_success(), "{path}: {status} {v}");

@@ -8,6 +8,13 @@ use crate::edge::{ApiError, ApiResult, Call, ok};
 use crate::render::{self, TeStyle};
 use axum::extract::State;
 
+/// `GET /me/logged`: a cheap "are these credentials good" probe (swagger: 200 without a
+/// body). Clients such as toggl-api-wrapper and toggl-python call it to verify a token; bad
+/// credentials never get here (the gate answers 401/403 first).
+pub(crate) async fn me_logged() -> ApiResult {
+    Ok(super::workspaces::empty_ok())
+}
+
 /// `GET /me` (`with_related_data=true` adds the related arrays).
 pub(crate) async fn get_me(State(s): State<AppState>, call: Call) -> ApiResult {
     let db = s.inner.db.read();

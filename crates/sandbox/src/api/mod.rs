@@ -27,6 +27,7 @@ pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/status", get(status))
         .route("/me", get(get_me).put(put_me))
+        .route("/me/logged", get(me_logged))
         .route("/me/workspaces", get(me_workspaces))
         .route("/me/organizations", get(me_organizations))
         .route("/me/projects", get(me_projects))
@@ -44,6 +45,8 @@ pub(crate) fn routes() -> Router<AppState> {
             get(get_workspace).put(update_workspace),
         )
         .route("/workspaces/{wid}/users", get(list_workspace_members))
+        .route("/workspaces/{wid}/statistics", get(workspace_statistics))
+        .route("/organizations/{oid}", get(get_organization))
         .route(
             "/workspaces/{wid}/workspace_users",
             get(list_workspace_users),

@@ -136,6 +136,53 @@ pub(crate) async fn list_workspace_members(
     ok(json!(out))
 }
 
+/// `GET /workspaces/{wid}/statistics`: `{admins: [{name, user_id}], groups_count,
+/// members_count}` (swagger `models.Statistics`). Admins are the active members with admin
+/// rights (role admin or organization owner); members are the active workspace users. The
+/// sandbox has no user groups, so `groups_count` is 0.
+pub(crate) async fn workspace_statistics(
+    State(s): State<AppState>,
+    Path(wid): Path<String>,
+    call: Call,
+) -> ApiResult {
+    let wid = path_id(&wid, "workspace_id")?;
+    let db = s.inner.db.read();
+    ws_access(&db, call.user_id, wid)?;
+    let active: Vec<_> = db.workspace_users(wid).filter(|m| !m.inactive).collect();
+    let mut admins: Vec<Value> = active
+        .iter()
+        .filter(|m| db.access(m.user_id, wid) == Some(true))
+        .filter_map(|m| db.user(m.user_id))
+        .map(|u| json!({"name": u.fullname, "user_id": u.id}))
+        .collect();
+    admins.sort_by_key(|a| a["user_id"].as_i64());
+    ok(json!({
+        "admins": admins,
+        "groups_count": 0,
+        "members_count": active.len(),
+    }))
+}
+
+/// `GET /organizations/{oid}`: the organization as `GET /me/organizations` lists it (swagger:
+/// both are `models.MeOrganization`); an organization the caller is not part of is 404
+/// `User not part of organization`.
+pub(crate) async fn get_organization(
+    State(s): State<AppState>,
+    Path(oid): Path<String>,
+    call: Call,
+) -> ApiResult {
+    let oid = path_id(&oid, "organization ID")?;
+    let db = s.inner.db.read();
+    let plan = s.config().plan.display_name();
+    let org = db
+        .organizations_of(call.user_id)
+        .contains(&oid)
+        .then(|| db.organizations.get(&oid))
+        .flatten()
+        .ok_or_else(|| ApiError::not_found("User not part of organization"))?;
+    ok(render::organization(&db, org, call.user_id, plan))
+}
+
 /// `GET /workspaces/{wid}/workspace_users`.
 pub(crate) async fn list_workspace_users(
     State(s): State<AppState>,
