@@ -19,11 +19,35 @@ const CHILD_ROUND: &str = "TOGGL_CONNECT_STORE_CRASH_CHILD_ROUND";
 const KILL_AFTER: usize = 400;
 const TASKS: i64 = 16;
 
+/// The one test this binary holds, as test runners see it.
+const TEST_NAME: &str = "sigkill_loses_no_acknowledged_event";
+
+/// A custom harness (the test re-runs this binary as the child it kills), so it speaks the part
+/// of libtest's command line that `cargo test` and cargo-nextest use: `--list` (with `--ignored`
+/// listing nothing) and an optional name filter.
 fn main() {
-    match std::env::var(CHILD_URL) {
-        Ok(url) => child(&url),
-        Err(_) => parent(),
+    if let Ok(url) = std::env::var(CHILD_URL) {
+        child(&url);
+        return;
     }
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--list") {
+        if !args.iter().any(|a| a == "--ignored") {
+            println!("{TEST_NAME}: test");
+        }
+        return;
+    }
+    let exact = args.iter().any(|a| a == "--exact");
+    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
+    let selected = filters.is_empty()
+        || filters.iter().any(|f| if exact { f.as_str() == TEST_NAME } else { TEST_NAME.contains(f.as_str()) });
+    if !selected {
+        println!("running 0 tests\n\ntest result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 1 filtered out");
+        return;
+    }
+    println!("running 1 test");
+    parent();
+    println!("test {TEST_NAME} ... ok\n\ntest result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out");
 }
 
 fn event(event_id: i64) -> NewEvent {
