@@ -29,6 +29,7 @@ struct Args {
     clients: usize,
     requests: usize,
     seconds: u64,
+    breakdown: bool,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -38,9 +39,14 @@ fn parse_args() -> anyhow::Result<Args> {
         clients: 16,
         requests: 20_000,
         seconds: 15,
+        breakdown: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
+        if flag == "--breakdown" {
+            a.breakdown = true;
+            continue;
+        }
         let value = it.next().with_context(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--pg" => a.pg = value,
@@ -171,6 +177,67 @@ async fn drive(
         failed: failed.load(Ordering::Relaxed),
         elapsed: started.elapsed(),
     })
+}
+
+/// The store alone, without HTTP: `clients` tasks each doing what the receiver does per
+/// delivery (read the entity's state, insert the event with its new state), for `seconds`.
+/// Separates the store's share of the cost from the HTTP/HMAC/JSON share.
+async fn store_only(
+    label: &str,
+    store: Store,
+    args: &Args,
+    first_id: i64,
+    with_read: bool,
+) -> anyhow::Result<f64> {
+    let issued = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(args.seconds);
+    let mut tasks = Vec::new();
+    for _ in 0..args.clients {
+        let (store, issued) = (store.clone(), Arc::clone(&issued));
+        let requests = args.requests;
+        tasks.push(tokio::spawn(async move {
+            let mut done = 0u64;
+            loop {
+                let n = issued.fetch_add(1, Ordering::Relaxed);
+                if n >= requests || Instant::now() >= deadline {
+                    return anyhow::Ok(done);
+                }
+                let entity_id = 4_100_000_000 + (n as i64 % ENTITIES as i64);
+                if with_read {
+                    let _ = store.get_entity_state("time_entry", entity_id).await?;
+                }
+                let body = envelope(first_id as u64 + n as u64, n as u64 % ENTITIES);
+                let payload: serde_json::Value = serde_json::from_str(&body)?;
+                store
+                    .insert_event(toggl_connect_store::NewEvent {
+                        event_id: first_id + n as i64,
+                        subscription_id: Some(SUBSCRIPTION_ID),
+                        workspace_id: Some(9_000_001),
+                        entity: "time_entry".into(),
+                        action: "updated".into(),
+                        trigger: "time_entry_updated".into(),
+                        entity_id: Some(entity_id),
+                        received_at: chrono::Utc::now(),
+                        envelope: body,
+                        entity_state: Some(toggl_connect_store::EntityState {
+                            state: payload["payload"].clone(),
+                            at: chrono::Utc::now(),
+                        }),
+                        ..toggl_connect_store::NewEvent::default()
+                    })
+                    .await?;
+                done += 1;
+            }
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        ok += t.await??;
+    }
+    let rate = ok as f64 / started.elapsed().as_secs_f64();
+    println!("  {label:<22} {rate:>9.0} events/s  (store calls only, no HTTP)");
+    Ok(rate)
 }
 
 /// Warms up (connections, prepared statements, caches), then measures.
@@ -314,6 +381,15 @@ async fn main() -> anyhow::Result<()> {
         )
         .await?;
         let pg = bench_store("receiver on postgres", pg_store, &args, 8_100_000_000_000_001).await?;
+        if args.breakdown {
+            let store = Store::open(
+                &args.pg,
+                StoreOptions { schema: Some(ours.clone()), pool_size: args.clients.max(4), ..StoreOptions::default() },
+            )
+            .await?;
+            store_only("store read+insert", store.clone(), &args, 8_300_000_000_000_001, true).await?;
+            store_only("store insert only", store, &args, 8_400_000_000_000_001, false).await?;
+        }
         let sqlite_url = format!("sqlite://{}", dir.path().join("bench.db").display());
         let sqlite_store = Store::open(&sqlite_url, StoreOptions::default()).await?;
         let sqlite = bench_store("receiver on sqlite", sqlite_store, &args, 8_100_000_000_000_001).await?;

@@ -166,7 +166,11 @@ impl LoadRun {
     /// Successful requests per second.
     pub fn rate(&self) -> f64 {
         let secs = self.elapsed.as_secs_f64();
-        if secs > 0.0 { self.ok as f64 / secs } else { 0.0 }
+        if secs > 0.0 {
+            self.ok as f64 / secs
+        } else {
+            0.0
+        }
     }
 
     fn merge(&mut self, other: LoadRun) {
@@ -216,9 +220,15 @@ pub async fn fetch(
 }
 
 /// Sends one request and reads the whole answer; `Err` carries a description.
-async fn exchange(sender: &mut Sender, req: Request<Full<Bytes>>) -> Result<(StatusCode, u64), String> {
+async fn exchange(
+    sender: &mut Sender,
+    req: Request<Full<Bytes>>,
+) -> Result<(StatusCode, u64), String> {
     let work = async {
-        sender.ready().await.map_err(|e| format!("connection: {e}"))?;
+        sender
+            .ready()
+            .await
+            .map_err(|e| format!("connection: {e}"))?;
         let resp = sender
             .send_request(req)
             .await
@@ -238,7 +248,11 @@ async fn exchange(sender: &mut Sender, req: Request<Full<Bytes>>) -> Result<(Sta
     }
 }
 
-fn record(run: &mut LoadRun, outcome: Result<(StatusCode, u64), String>, latency: Duration) -> bool {
+fn record(
+    run: &mut LoadRun,
+    outcome: Result<(StatusCode, u64), String>,
+    latency: Duration,
+) -> bool {
     match outcome {
         Ok((status, bytes)) if status == StatusCode::OK => {
             run.ok += 1;
@@ -248,7 +262,8 @@ fn record(run: &mut LoadRun, outcome: Result<(StatusCode, u64), String>, latency
         }
         Ok((status, _)) => {
             run.errors += 1;
-            run.first_error.get_or_insert_with(|| format!("status {status}"));
+            run.first_error
+                .get_or_insert_with(|| format!("status {status}"));
             // An unexpected status keeps the connection usable.
             true
         }

@@ -188,7 +188,9 @@ mod tests {
     fn table_aligns() {
         let text = render(Format::Table);
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines[0], "id  name       tags  extra");
-        assert_eq!(lines[2], "22                   true");
+        // Widths: id 2, name 6 (`a, "b"`), tags 4 (`x, y`), extra 5.
+        assert_eq!(lines[0], "id  name    tags  extra");
+        assert_eq!(lines[1], "1   a, \"b\"  x, y");
+        assert_eq!(lines[2], "22                true");
     }
 }

@@ -13,14 +13,28 @@ fn create_task_lands_in_the_project() {
     let pid = projects[0]["id"].as_i64().expect("a seeded project");
     let out = env
         .cmd()
-        .args(["action", "create-task", "-p", &format!("workspace_id={wid}"), "-p", &format!("project_id={pid}"), "-p", "name=Write the docs"])
+        .args([
+            "action",
+            "create-task",
+            "-p",
+            &format!("workspace_id={wid}"),
+            "-p",
+            &format!("project_id={pid}"),
+            "-p",
+            "name=Write the docs",
+        ])
         .args(["--format", "json"])
         .output()
         .expect("runs");
     assert!(out.status.success(), "{}", stderr_of(&out));
     let created = json_stdout(&out);
     let tasks = env.get(&format!("/workspaces/{wid}/projects/{pid}/tasks"));
-    let task = tasks.as_array().expect("array").iter().find(|t| t["name"] == json!("Write the docs")).expect("task listed");
+    let task = tasks
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|t| t["name"] == json!("Write the docs"))
+        .expect("task listed");
     assert_eq!(task["id"], created[0]["id"]);
 }
 
@@ -31,7 +45,16 @@ fn start_and_stop_a_timer() {
     let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
     let out = env
         .cmd()
-        .args(["action", "start-timer", "-p", &format!("workspace_id={wid}"), "-p", &format!("start={now}"), "-p", "description=Focus"])
+        .args([
+            "action",
+            "start-timer",
+            "-p",
+            &format!("workspace_id={wid}"),
+            "-p",
+            &format!("start={now}"),
+            "-p",
+            "description=Focus",
+        ])
         .args(["--format", "json"])
         .output()
         .expect("runs");
@@ -43,11 +66,21 @@ fn start_and_stop_a_timer() {
 
     let out = env
         .cmd()
-        .args(["action", "stop-timer", "-p", &format!("workspace_id={wid}"), "-p", &format!("id={id}")])
+        .args([
+            "action",
+            "stop-timer",
+            "-p",
+            &format!("workspace_id={wid}"),
+            "-p",
+            &format!("id={id}"),
+        ])
         .output()
         .expect("runs");
     assert!(out.status.success(), "{}", stderr_of(&out));
-    assert!(env.get("/me/time_entries/current").is_null(), "nothing runs");
+    assert!(
+        env.get("/me/time_entries/current").is_null(),
+        "nothing runs"
+    );
     assert!(!env.get(&format!("/me/time_entries/{id}"))["stop"].is_null());
 }
 
@@ -57,12 +90,24 @@ fn action_defaults_are_applied() {
     let wid = env.wid().to_string();
     let out = env
         .cmd()
-        .args(["action", "create-project", "-p", &format!("workspace_id={wid}"), "-p", "name=Defaults Check"])
+        .args([
+            "action",
+            "create-project",
+            "-p",
+            &format!("workspace_id={wid}"),
+            "-p",
+            "name=Defaults Check",
+        ])
         .output()
         .expect("runs");
     assert!(out.status.success(), "{}", stderr_of(&out));
     let projects = env.get(&format!("/workspaces/{wid}/projects"));
-    let p = projects.as_array().expect("array").iter().find(|p| p["name"] == json!("Defaults Check")).expect("listed");
+    let p = projects
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|p| p["name"] == json!("Defaults Check"))
+        .expect("listed");
     assert_eq!(p["active"], json!(true));
 }
 
@@ -70,13 +115,27 @@ fn action_defaults_are_applied() {
 fn missing_parameters_are_named_before_any_request() {
     let out = bin()
         .env("TOGGL_API_TOKEN", "t")
-        .args(["action", "create-task", "--api-url", "http://127.0.0.1:9", "-p", "workspace_id=1"])
+        .args([
+            "action",
+            "create-task",
+            "--api-url",
+            "http://127.0.0.1:9",
+            "-p",
+            "workspace_id=1",
+        ])
         .output()
         .expect("runs");
     assert_eq!(out.status.code(), Some(2));
-    assert_eq!(stderr_of(&out).trim(), "error: missing required parameters project_id, name");
+    assert_eq!(
+        stderr_of(&out).trim(),
+        "error: missing required parameters project_id, name"
+    );
 
-    let out = bin().env("TOGGL_API_TOKEN", "t").args(["action", "make-coffee"]).output().expect("runs");
+    let out = bin()
+        .env("TOGGL_API_TOKEN", "t")
+        .args(["action", "make-coffee"])
+        .output()
+        .expect("runs");
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr_of(&out).contains("unknown action \"make-coffee\" (known: create-client"));
 }

@@ -6,12 +6,19 @@ use cli_support::{bin, fixture, help, json_stdout, stderr_of, stdout_of};
 use serde_json::Value;
 
 fn seed() -> [std::path::PathBuf; 2] {
-    [fixture("seed/toggl-track-v1.service.json"), fixture("seed/toggl-track-v1.resources.json")]
+    [
+        fixture("seed/toggl-track-v1.service.json"),
+        fixture("seed/toggl-track-v1.resources.json"),
+    ]
 }
 
 #[test]
 fn lint_reports_every_seed_defect_and_exits_1() {
-    let out = bin().args(["definition", "lint"]).args(seed()).output().expect("runs");
+    let out = bin()
+        .args(["definition", "lint"])
+        .args(seed())
+        .output()
+        .expect("runs");
     assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
     let text = stdout_of(&out);
     assert!(text.contains("warning[doubled-prefix]: resources[0].endpoint.value"));
@@ -22,14 +29,23 @@ fn lint_reports_every_seed_defect_and_exits_1() {
 
 #[test]
 fn lint_json_is_machine_readable() {
-    let out = bin().args(["definition", "lint", "--format", "json"]).args(seed()).output().expect("runs");
+    let out = bin()
+        .args(["definition", "lint", "--format", "json"])
+        .args(seed())
+        .output()
+        .expect("runs");
     assert_eq!(out.status.code(), Some(1));
     let v = json_stdout(&out);
     let items = v.as_array().expect("an array");
     assert!(!items.is_empty());
     for d in items {
         for key in ["severity", "code", "path", "message", "fix"] {
-            assert!(d.get(key).and_then(Value::as_str).is_some_and(|s| !s.is_empty()), "{key} in {d}");
+            assert!(
+                d.get(key)
+                    .and_then(Value::as_str)
+                    .is_some_and(|s| !s.is_empty()),
+                "{key} in {d}"
+            );
         }
     }
     insta::assert_json_snapshot!("seed_lint_json", v);
@@ -37,19 +53,35 @@ fn lint_json_is_machine_readable() {
 
 #[test]
 fn lint_of_the_builtin_is_clean_and_io_errors_exit_2() {
-    let builtin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../connectors/toggl-v9.json");
-    let out = bin().args(["definition", "lint"]).arg(&builtin).output().expect("runs");
+    let builtin =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../connectors/toggl-v9.json");
+    let out = bin()
+        .args(["definition", "lint"])
+        .arg(&builtin)
+        .output()
+        .expect("runs");
     assert_eq!(out.status.code(), Some(0), "{}", stdout_of(&out));
     assert!(stdout_of(&out).is_empty());
 
-    let out = bin().args(["definition", "lint", "/nonexistent/x.json"]).output().expect("runs");
+    let out = bin()
+        .args(["definition", "lint", "/nonexistent/x.json"])
+        .output()
+        .expect("runs");
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr_of(&out).contains("cannot read /nonexistent/x.json"), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("cannot read /nonexistent/x.json"),
+        "{}",
+        stderr_of(&out)
+    );
 
     let dir = tempfile::tempdir().expect("tempdir");
     let bad = dir.path().join("bad.json");
     std::fs::write(&bad, "{ not json").expect("write");
-    let out = bin().args(["definition", "lint"]).arg(&bad).output().expect("runs");
+    let out = bin()
+        .args(["definition", "lint"])
+        .arg(&bad)
+        .output()
+        .expect("runs");
     assert_eq!(out.status.code(), Some(2));
 }
 
@@ -62,13 +94,24 @@ fn lint_of_a_broken_definition_shows_errors() {
     let res = dir.path().join("r.json");
     std::fs::write(
         &res,
-        r#"[{"handle":"x","endpoint":{"value":"/api/v9/workspaces/{{workspace_id}}/x"},"fields":[],"operations":{"list":{"method":"GET","path":{"value":"/{{nope}}"}}}}]"#,
+        r#"[{"handle":"x","endpoint":{"value":"/x"},"fields":[],"operations":{}},{"handle":"x","endpoint":{"value":"/x"},"fields":[],"operations":{}}]"#,
     )
     .expect("write");
-    let out = bin().args(["definition", "lint", "--format", "json"]).arg(&svc).arg(&res).output().expect("runs");
+    let out = bin()
+        .args(["definition", "lint", "--format", "json"])
+        .arg(&svc)
+        .arg(&res)
+        .output()
+        .expect("runs");
     assert_eq!(out.status.code(), Some(1));
     let v = json_stdout(&out);
-    assert!(v.as_array().expect("array").iter().any(|d| d["severity"] == "error"), "{v}");
+    assert!(
+        v.as_array()
+            .expect("array")
+            .iter()
+            .any(|d| d["severity"] == "error" && d["code"] == "duplicate-resource"),
+        "{v}"
+    );
 }
 
 #[test]
@@ -76,12 +119,17 @@ fn show_lists_resources_operations_fields_and_actions() {
     let out = bin().args(["definition", "show"]).output().expect("runs");
     assert!(out.status.success());
     let text = stdout_of(&out);
-    assert!(text.contains("projects.list  GET /api/v9/workspaces/{{workspace_id}}/projects  (paged: page_per_page)"));
+    assert!(text.contains(
+        "projects.list  GET /api/v9/workspaces/{{workspace_id}}/projects  (paged: page_per_page)"
+    ));
     assert!(text.contains("params: workspace_id: Integer (required), name: String (required)"));
     assert!(text.contains("fields: id: Integer, workspace_id: Integer"));
     assert!(text.contains("create-task  runs tasks.create  needs: workspace_id, project_id, name"));
 
-    let out = bin().args(["definition", "show", "--json"]).output().expect("runs");
+    let out = bin()
+        .args(["definition", "show", "--json"])
+        .output()
+        .expect("runs");
     let v = json_stdout(&out);
     assert_eq!(v["handle"], "toggl-track-v9");
     assert!(v["resources"].as_array().is_some_and(|r| r.len() > 10));
@@ -89,11 +137,18 @@ fn show_lists_resources_operations_fields_and_actions() {
 
 #[test]
 fn show_uses_the_users_definition_with_warnings() {
-    let out = bin().args(["definition", "show", "--json", "--definition"]).args(seed()).output().expect("runs");
+    let out = bin()
+        .args(["definition", "show", "--json", "--definition"])
+        .args(seed())
+        .output()
+        .expect("runs");
     assert!(out.status.success(), "{}", stderr_of(&out));
     let v = json_stdout(&out);
     assert_ne!(v["handle"], "toggl-track-v9");
-    assert!(stderr_of(&out).contains("warning"), "warnings are shown, the seed still loads");
+    assert!(
+        stderr_of(&out).contains("warning"),
+        "warnings are shown, the seed still loads"
+    );
 }
 
 #[test]

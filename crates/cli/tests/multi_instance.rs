@@ -21,12 +21,57 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use toggl_connect_sandbox::{Sandbox, SandboxConfig, SandboxFacts, SandboxHandle};
-use toggl_connect_store::{EventFilter, EventSource, Store, StoreOptions};
+use toggl_connect_store::{EventFilter, EventSource, JobFilter, JobStatus, Store, StoreOptions};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 const PG_ENV: &str = "TOGGL_CONNECT_TEST_POSTGRES_URL";
 const RESTART_ENV: &str = "TOGGL_CONNECT_TEST_POSTGRES_RESTART";
+const FORWARD_SECRET_ENV: &str = "MULTI_INSTANCE_FORWARD_SECRET";
+const DELIVERY_HEADER: &str = "x-toggl-connect-delivery";
+
+/// Receives the rule's forwarded events: how many times each job arrived (the delivery header
+/// carries the job id).
+#[derive(Default)]
+struct Sink {
+    received: Mutex<BTreeMap<String, usize>>,
+}
+
+async fn sink_handler(State(sink): State<Arc<Sink>>, headers: HeaderMap) -> StatusCode {
+    let id = headers
+        .get(DELIVERY_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("missing")
+        .to_owned();
+    *sink.received.lock().await.entry(id).or_default() += 1;
+    // Slow steps: every instance has steps in flight (leases held) when one is killed.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    StatusCode::OK
+}
+
+async fn start_sink() -> (Arc<Sink>, SocketAddr) {
+    let sink = Arc::new(Sink::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind sink");
+    let addr = listener.local_addr().expect("addr");
+    let app = axum::Router::new()
+        .fallback(sink_handler)
+        .with_state(Arc::clone(&sink));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (sink, addr)
+}
+
+/// One rule: forward every created time entry to the sink. Short step leases, so the killed
+/// instance's steps are taken over within the test.
+fn forwarding_config(sink: SocketAddr) -> String {
+    format!(
+        "[automation]\nlease_secs = 3\n\n[[rules]]\nname = \"forward\"\non = \"time_entry_created\"\n\n\
+         [[rules.do]]\nname = \"forward\"\nhttp = \"http://{sink}/forward\"\nsecret_env = \"{FORWARD_SECRET_ENV}\"\n"
+    )
+}
 
 fn pg_url() -> Option<String> {
     let url = std::env::var(PG_ENV).ok().filter(|u| !u.is_empty());
@@ -185,6 +230,7 @@ async fn start_instance(
     public_url: &str,
     facts: &SandboxFacts,
     lb: &Balancer,
+    config: Option<&std::path::Path>,
 ) -> Instance {
     let stderr_path = dir.join(format!("serve-{n}.stderr"));
     let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
@@ -206,9 +252,15 @@ async fn start_instance(
         .env("TOGGL_API_URL", &facts.api_url)
         .env("TOGGL_API_TOKEN", &facts.api_token)
         .env("TOGGL_CONNECT_PACING_MS", "0")
+        .env(FORWARD_SECRET_ENV, "multi-instance-forward-secret")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::from(stderr))
+        .args(
+            config
+                .iter()
+                .flat_map(|c| [std::ffi::OsStr::new("--config"), c.as_os_str()]),
+        )
         .spawn()
         .expect("spawn toggl-connect serve");
     let stdout = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -377,8 +429,15 @@ struct Setup {
     sid: i64,
 }
 
-async fn setup(tag: &str, pg: &str, instances: usize) -> Setup {
+/// A fresh schema, a sandbox, the balancer, and `instances` `serve` processes behind it, started
+/// one after the other; `config` is the text of their config file.
+async fn setup(tag: &str, pg: &str, instances: usize, config: Option<&str>) -> Setup {
     let dir = tempfile::tempdir().expect("tempdir");
+    let config_path = config.map(|text| {
+        let p = dir.path().join("toggl-connect.toml");
+        std::fs::write(&p, text).expect("write config");
+        p
+    });
     let schema = fresh_schema(tag);
     // Creates the schema and its tables; the processes then find them through search_path.
     let store = Store::open(
@@ -405,7 +464,18 @@ async fn setup(tag: &str, pg: &str, instances: usize) -> Setup {
     // One at a time: the first creates the subscription (and stores its secret), the others
     // find it and read the secret from the shared store.
     for n in 0..instances {
-        running.push(start_instance(n, dir.path(), &store_url, &public, &facts, &lb).await);
+        running.push(
+            start_instance(
+                n,
+                dir.path(),
+                &store_url,
+                &public,
+                &facts,
+                &lb,
+                config_path.as_deref(),
+            )
+            .await,
+        );
     }
     let sid = subscription_id(&store).await;
     Setup {
@@ -465,7 +535,8 @@ async fn check_store(s: &Setup, log: &BTreeMap<i64, String>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_instances_share_deliveries_and_survive_a_kill_9() {
     let Some(pg) = pg_url() else { return };
-    let mut s = setup("kill", &pg, 3).await;
+    let (sink, sink_addr) = start_sink().await;
+    let mut s = setup("kill", &pg, 3, Some(&forwarding_config(sink_addr))).await;
     let facts = s.sandbox.facts().clone();
     const TOTAL: usize = 180;
 
@@ -529,6 +600,59 @@ async fn three_instances_share_deliveries_and_survive_a_kill_9() {
         .map(|(_, n)| n)
         .sum();
     assert!(after_kill > 0, "survivors took no deliveries: {acked:?}");
+
+    // Jobs: one per stored event, all run, the killed instance's taken over by the others.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let jobs = loop {
+        let jobs = s
+            .store
+            .list_jobs(JobFilter {
+                limit: Some(10_000),
+                ..JobFilter::default()
+            })
+            .await
+            .expect("list jobs");
+        if jobs.len() == TOTAL && jobs.iter().all(|j| j.status == JobStatus::Succeeded) {
+            break jobs;
+        }
+        let open: Vec<_> = jobs
+            .iter()
+            .filter(|j| j.status != JobStatus::Succeeded)
+            .map(|j| (j.id, j.status, j.lease_owner.clone()))
+            .collect();
+        assert!(
+            Instant::now() < deadline,
+            "{} jobs, not finished: {open:?}\n{}",
+            jobs.len(),
+            report(&s)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let received = sink.received.lock().await.clone();
+    let never: Vec<i64> = jobs
+        .iter()
+        .filter(|j| !received.contains_key(&j.id.to_string()))
+        .map(|j| j.id)
+        .collect();
+    assert!(
+        received.len() >= TOTAL && never.is_empty(),
+        "jobs that never ran: {never:?}; received {received:?}"
+    );
+    // A step runs again only when the instance running it died before recording the result:
+    // at most the killed instance's concurrency (4 by default).
+    let twice: Vec<_> = received.iter().filter(|(_, n)| **n > 1).collect();
+    // The killed instance held step leases (its steps were in flight): others took them over.
+    let taken_over = jobs.iter().filter(|j| j.attempts >= 2).count();
+    assert!(
+        taken_over >= 1,
+        "no step lease was taken over from the killed instance"
+    );
+    assert!(twice.len() <= 4, "jobs run more than once: {twice:?}");
+    eprintln!(
+        "jobs {}; received {} deliveries; taken over {taken_over}; repeated (in flight at the kill) {twice:?}",
+        jobs.len(),
+        received.values().sum::<usize>()
+    );
     eprintln!(
         "acked per instance {acked:?}; refused {:?}",
         s.lb.refused.lock().await
@@ -544,7 +668,7 @@ async fn a_database_restart_during_deliveries_loses_nothing_acknowledged() {
         );
         return;
     };
-    let s = setup("restart", &pg, 2).await;
+    let s = setup("restart", &pg, 2, None).await;
     let facts = s.sandbox.facts().clone();
     const TOTAL: usize = 120;
 

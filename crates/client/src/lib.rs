@@ -4,6 +4,9 @@
 //! leaky bucket allows about one per second), budgets the tiny hourly quota per (token,
 //! organization) and per user from the `X-Toggl-Quota-*` headers, retries only what is safe to
 //! retry, turns every failure into a typed [`ClientError`] and walks paged lists one page at a time.
+//! It also executes compiled operations of a connector definition ([`Client::run_operation`],
+//! [`Client::operation_items`]) and checks whether a create with an unknown outcome took effect
+//! ([`Client::find_created`]).
 //!
 //! Invariants:
 //! - the token never appears in logs, errors, spans or panics ([`Secret`] prints `[redacted]`,

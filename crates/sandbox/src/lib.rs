@@ -65,6 +65,12 @@
 //! - **Webhook payloads** of [`webhooks::Change`] are the entity as a GET returns it (`+00:00`
 //!   timestamps, a running entry's duration as `-start`), as in the recorded event example.
 //! - Unknown paths → 404 `404 page not found` (text/plain, like Go's router) after auth.
+//! - **Organizations**: `POST /organizations` makes the caller owner of a new organization
+//!   and admin of its one workspace (no webhook event); `PUT /organizations/{oid}` is
+//!   owner-only and answers 200 with an empty body (swagger: "string", content unrecorded;
+//!   toggl-api-wrapper breaks on a JSON string there); `GET /organizations/{oid}` is 404
+//!   `User not part of organization` for others. Reports treat an empty id list as no filter.
+//!   Compatibility with third-party clients is tracked in `COMPATIBILITY.md`.
 //! - Missing projects/tasks → 404 `Resource can not be found`; DELETE of a client, project or
 //!   project user answers its id as a JSON number (swagger: number), of a time entry, tag,
 //!   task or workspace user an empty 200; `PUT .../workspace_users/{id}` answers `"OK"`

@@ -25,6 +25,8 @@
 //! - `billable` and `min/max_duration_seconds` are paid features: 402 on the Free plan.
 //! - `[null]` in `project_ids`, `client_ids`, `task_ids`, `tag_ids` means "without"; it can be
 //!   combined with ids. `group_ids`: the sandbox has no user groups, so they match nobody.
+//! - An empty id array (`"project_ids": []`) is no filter, like an absent key: clients such as
+//!   toggl-api-wrapper always send every id list, empty ones included, and get rows from Toggl.
 //! - Rounding applies only when the request sets `rounding_minutes > 0`; `rounding` is the
 //!   direction (-1 down, 0 nearest, 1 up).
 //! - `startTime` / `endTime` (`HH:MM[:SS]`, requester's zone) keep entries that start at or
@@ -462,6 +464,9 @@ impl Fields {
             return Ok(None);
         };
         let list = v.as_array().ok_or_else(|| unexpected(key, v))?;
+        if list.is_empty() {
+            return Ok(None);
+        }
         list.iter()
             .map(|item| item.as_i64().ok_or_else(|| unexpected(key, item)))
             .collect::<Result<Vec<_>, _>>()
@@ -473,6 +478,9 @@ impl Fields {
             return Ok(None);
         };
         let list = v.as_array().ok_or_else(|| unexpected(key, v))?;
+        if list.is_empty() {
+            return Ok(None);
+        }
         let mut filter = IdFilter::default();
         for item in list {
             match item {

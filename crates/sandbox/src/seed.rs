@@ -138,7 +138,7 @@ pub(crate) fn build(config: &SandboxConfig) -> Db {
     db
 }
 
-fn add_workspace(db: &mut Db, id: i64, org: i64, name: &str, at: DateTime<Utc>) {
+pub(crate) fn add_workspace(db: &mut Db, id: i64, org: i64, name: &str, at: DateTime<Utc>) {
     db.workspaces.insert(
         id,
         Workspace {
@@ -161,7 +161,7 @@ fn add_workspace(db: &mut Db, id: i64, org: i64, name: &str, at: DateTime<Utc>) 
     );
 }
 
-fn add_member(db: &mut Db, ws: i64, user: i64, role: Role, at: DateTime<Utc>) {
+pub(crate) fn add_member(db: &mut Db, ws: i64, user: i64, role: Role, at: DateTime<Utc>) {
     let id = db.ids.next(IdKind::WorkspaceUser);
     db.workspace_users.insert(
         id,

@@ -139,6 +139,8 @@ where
 {
     loop {
         if stopping(&shutdown) {
+            // A try_lead cut short by the shutdown may still have taken the lease.
+            release(&store, &config).await;
             return LeadEnd::Shutdown;
         }
         let asked = Instant::now();
@@ -296,8 +298,9 @@ async fn stop(mut task: AbortOnDrop, stop_tx: &watch::Sender<bool>, grace: Durat
 
 /// Gives the lease back so another instance need not wait for `ttl`; best effort.
 async fn release(store: &Store, config: &LeaseConfig) {
+    // Bounded: a shutdown must not wait on an unreachable database (the lease expires anyway).
     let released = tokio::time::timeout(
-        config.ttl.max(Duration::from_secs(1)),
+        Duration::from_secs(2),
         store.release_lead(&config.name, &config.holder),
     )
     .await;

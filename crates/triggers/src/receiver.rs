@@ -287,12 +287,39 @@ impl Receiver {
     }
 }
 
-/// Whether `stored` and `incoming` are the same version of an entity: same `at`, same content.
+/// Whether `incoming` (a webhook payload) is the version of the entity we already stored.
+///
+/// Catch-up and polling store what a listing returns; the webhook of the same change may arrive
+/// later (Toggl retries for days). The two copies are not byte-equal (a listing has extra keys, and
+/// timestamps may differ in form and precision), and `at` alone cannot decide: Toggl gives it to
+/// the second, so two quick updates share it. So: same version when both have `at` and every key
+/// both copies have holds the same value, timestamps compared as instants (to the second when
+/// either side has no sub-second digits). A real change differs in some shared field.
 pub fn same_version(stored: &Value, incoming: &Value) -> bool {
-    stored
-        .get("at")
-        .is_some_and(|at| !at.is_null() && Some(at) == incoming.get("at"))
-        && stored == incoming
+    let (Some(a), Some(b)) = (stored.as_object(), incoming.as_object()) else { return false };
+    if !(a.contains_key("at") && b.contains_key("at")) {
+        return false;
+    }
+    b.iter().all(|(k, vb)| a.get(k).is_none_or(|va| same_value(va, vb)))
+}
+
+fn same_value(a: &Value, b: &Value) -> bool {
+    if a == b {
+        return true;
+    }
+    match (a.as_str(), b.as_str()) {
+        (Some(x), Some(y)) => {
+            match (chrono::DateTime::parse_from_rfc3339(x), chrono::DateTime::parse_from_rfc3339(y)) {
+                (Ok(tx), Ok(ty)) if x.contains('.') && y.contains('.') => tx == ty,
+                (Ok(tx), Ok(ty)) => tx.timestamp() == ty.timestamp(),
+                _ => false,
+            }
+        }
+        _ => match (a.as_f64(), b.as_f64()) {
+            (Some(x), Some(y)) => (x - y).abs() < f64::EPSILON,
+            _ => false,
+        },
+    }
 }
 
 /// Whether `stored` is at least as new as `incoming` (by `at`), so `incoming` tells nothing new.
@@ -499,5 +526,23 @@ async fn deliver(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_change_from_a_listing_and_a_webhook_is_one_version() {
+        let listed = json!({"id": 1, "description": "a", "stop": "2025-01-10T09:01:00+00:00", "at": "2025-01-10T09:01:01+00:00", "permissions": null});
+        let hook = json!({"id": 1, "description": "a", "stop": "2025-01-10T09:01:00Z", "at": "2025-01-10T09:01:01.948Z"});
+        assert!(same_version(&listed, &hook));
+        // A second update within the same second differs in content: a new version.
+        let renamed = json!({"id": 1, "description": "b", "stop": "2025-01-10T09:01:00Z", "at": "2025-01-10T09:01:01Z"});
+        assert!(!same_version(&hook, &renamed));
+        let restarted = json!({"id": 1, "description": "a", "stop": null, "at": "2025-01-10T09:01:01Z"});
+        assert!(!same_version(&listed, &restarted));
+        assert!(!same_version(&json!({"id": 1}), &hook), "no at, no verdict");
     }
 }

@@ -28,7 +28,7 @@ use toggl_connect_bench::{
     BareServer, LoadRun, LoadSpec, MakeRequest, closed_loop, machine_state, median, memory_kib,
     mib, open_loop, percentile, post_json,
 };
-use toggl_connect_store::{Store, StoreOptions, StoreStats};
+use toggl_connect_store::{EntityState, EventSource, NewEvent, Store, StoreOptions, StoreStats};
 use toggl_connect_triggers::receiver::{Receiver, ReceiverConfig, SecretRing, router};
 use toggl_connect_triggers::signature::{SIGNATURE_HEADER, SigningSecret, sign};
 
@@ -141,6 +141,98 @@ fn describe(run: &LoadRun) -> String {
     )
 }
 
+/// `(sum of seconds, count)` of the receiver's store-latency histogram (time inside
+/// `Store::insert_event`: queueing for the writer, the batch, the fsync).
+fn store_latency_totals(receiver: &Receiver) -> (f64, u64) {
+    let text = receiver.metrics().render();
+    let find = |name: &str| {
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(name)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+            .unwrap_or(0.0)
+    };
+    (
+        find("toggl_connect_store_latency_seconds_sum"),
+        find("toggl_connect_store_latency_seconds_count") as u64,
+    )
+}
+
+fn mean_ms(run: &LoadRun) -> f64 {
+    if run.latencies.is_empty() {
+        return 0.0;
+    }
+    run.latencies.iter().map(Duration::as_secs_f64).sum::<f64>() / run.latencies.len() as f64 * 1e3
+}
+
+/// The store alone, no HTTP: `connections` tasks call `insert_event` back to back (the same
+/// events the receiver would store, entity state included), to tell the store's ceiling from
+/// the rest of the receiver's path. Returns (events/s, events per commit, events stored).
+async fn store_only(
+    store: &Store,
+    connections: usize,
+    duration: Duration,
+    max_requests: u64,
+    seq: &Arc<AtomicU64>,
+    entities: u64,
+) -> anyhow::Result<(f64, f64, u64)> {
+    let before = store.stats();
+    let issued = Arc::new(AtomicU64::new(0));
+    let started = std::time::Instant::now();
+    let deadline = started + duration;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..connections {
+        let (store, seq, issued) = (store.clone(), Arc::clone(seq), Arc::clone(&issued));
+        tasks.spawn(async move {
+            let mut done = 0u64;
+            while std::time::Instant::now() < deadline
+                && issued.fetch_add(1, Ordering::Relaxed) < max_requests
+            {
+                let n = seq.fetch_add(1, Ordering::Relaxed);
+                let raw = envelope(n, entities);
+                let value: serde_json::Value = serde_json::from_str(&raw)?;
+                let payload = value["payload"].clone();
+                tokio::time::timeout(
+                    toggl_connect_bench::REQUEST_TIMEOUT,
+                    store.insert_event(NewEvent {
+                        event_id: value["event_id"].as_i64().context("event_id")?,
+                        subscription_id: Some(SUBSCRIPTION_ID),
+                        workspace_id: Some(WORKSPACE_ID),
+                        entity: "time_entry".into(),
+                        action: "updated".into(),
+                        trigger: "time_entry_updated".into(),
+                        entity_id: payload["id"].as_i64(),
+                        received_at: chrono::Utc::now(),
+                        envelope: raw,
+                        source: EventSource::Webhook,
+                        dedupe_key: None,
+                        entity_state: Some(EntityState {
+                            state: payload,
+                            at: chrono::Utc::now(),
+                        }),
+                        jobs: Vec::new(),
+                    }),
+                )
+                .await
+                .context("store insert timed out")??;
+                done += 1;
+            }
+            anyhow::Ok(done)
+        });
+    }
+    let mut total = 0;
+    while let Some(r) = tasks.join_next().await {
+        total += r.context("store task panicked")??;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let (_, _, pc) = per_commit(&before, &store.stats());
+    Ok((total as f64 / secs, pc, total))
+}
+
 fn per_commit(before: &StoreStats, after: &StoreStats) -> (u64, u64, f64) {
     let commits = after.commits - before.commits;
     let writes = after.writes - before.writes;
@@ -243,12 +335,25 @@ async fn main() -> anyhow::Result<()> {
     let (mut rec_rates, mut bare_rates, mut ratios, mut per_commits) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut max_writes_per_commit = 0;
+    let mut store_split = Vec::new();
     for round in 0..args.rounds {
         let measure_receiver = async {
             let before = store.stats();
+            let (sum0, n0) = store_latency_totals(&receiver);
             let run = closed_loop(receiver_addr, &spec, Arc::clone(&to_receiver)).await?;
+            let (sum1, n1) = store_latency_totals(&receiver);
             let after = store.stats();
-            anyhow::Ok((run, per_commit(&before, &after), after.max_writes_per_commit))
+            let in_store_ms = (sum1 - sum0) / (n1 - n0).max(1) as f64 * 1e3;
+            println!(
+                "  receiver: mean ack latency {:.2} ms, of which in Store::insert_event {in_store_ms:.2} ms",
+                mean_ms(&run)
+            );
+            store_split.push((mean_ms(&run), in_store_ms));
+            anyhow::Ok((
+                run,
+                per_commit(&before, &after),
+                after.max_writes_per_commit,
+            ))
         };
         let (r, (commits, writes, pc), max_pc, b) = if round % 2 == 0 {
             let (r, pc, m) = measure_receiver.await?;
@@ -275,6 +380,16 @@ async fn main() -> anyhow::Result<()> {
         per_commits.push(pc);
     }
     let (hwm_max, _) = memory_kib("self")?;
+    let (store_rate, store_pc, store_only_events) = store_only(
+        &store,
+        args.connections,
+        Duration::from_secs_f64(args.secs),
+        args.max_requests,
+        &seq,
+        args.entities,
+    )
+    .await?;
+    println!("  store only: {store_rate:.0} events/s, {store_pc:.1} events/commit");
 
     let max_rate = median(&rec_rates);
     let offered = max_rate * args.load_fraction;
@@ -297,13 +412,14 @@ async fn main() -> anyhow::Result<()> {
     // Every 200 must be a stored event: the benchmark is only meaningful if acks were durable.
     let stats = store.stats();
     anyhow::ensure!(
-        stats.events_inserted == acknowledged && stats.duplicates == 0,
+        stats.events_inserted == acknowledged + store_only_events && stats.duplicates == 0,
         "store has {} events ({} duplicates) for {acknowledged} acknowledged deliveries",
         stats.events_inserted,
         stats.duplicates
     );
     let db_bytes = std::fs::metadata(&db_path).map_or(0, |m| m.len());
-    let wal_bytes = std::fs::metadata(dir.path().join("ingest-bench.db-wal")).map_or(0, |m| m.len());
+    let wal_bytes =
+        std::fs::metadata(dir.path().join("ingest-bench.db-wal")).map_or(0, |m| m.len());
 
     drop(bare);
     server.abort();
@@ -335,6 +451,17 @@ async fn main() -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join(", "),
         max_writes_per_commit
+    );
+    let (acks, stored): (Vec<f64>, Vec<f64>) = store_split.iter().copied().unzip();
+    println!(
+        "| store alone (insert_event, {} tasks, no HTTP): events/s, events/commit | {store_rate:.0} ({store_pc:.1}/commit) | | {:.3} of bare | |",
+        args.connections,
+        store_rate / median(&bare_rates)
+    );
+    println!(
+        "| mean ack latency at saturation / of which inside Store::insert_event | {:.2} ms / {:.2} ms | | | |",
+        median(&acks),
+        median(&stored)
     );
     println!(
         "| ack latency p50 at {:.0} req/s offered ({:.0}% of max), open loop | {:.2} ms | {:.2} ms | | |",

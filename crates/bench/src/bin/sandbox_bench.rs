@@ -22,12 +22,12 @@ use base64::Engine as _;
 use bytes::Bytes;
 use clap::Parser;
 use hyper::StatusCode;
-use tokio::io::AsyncBufReadExt as _;
 use toggl_connect_bench::{
     BareServer, LoadRun, LoadSpec, MakeRequest, closed_loop, fetch, get_request, machine_state,
     median, memory_kib, mib, percentile, post_json,
 };
 use toggl_connect_sandbox::{Plan, Sandbox, SandboxConfig};
+use tokio::io::AsyncBufReadExt as _;
 
 /// Sandbox throughput against a bare hyper server, and the sandbox binary's memory and start-up.
 #[derive(Debug, Parser)]
@@ -153,12 +153,8 @@ async fn compare(
         check(&s, name)?;
         check(&b, name)?;
         let mut lat = s.latencies.clone();
-        pair.sandbox_p99_ms.push(
-            percentile(&mut lat, 0.99)
-                .unwrap_or_default()
-                .as_secs_f64()
-                * 1e3,
-        );
+        pair.sandbox_p99_ms
+            .push(percentile(&mut lat, 0.99).unwrap_or_default().as_secs_f64() * 1e3);
         pair.ratios.push(s.rate() / b.rate());
         pair.sandbox.push(s.rate());
         pair.bare.push(b.rate());
@@ -248,8 +244,8 @@ async fn throughput(args: &Args) -> anyhow::Result<Vec<Pair>> {
         (bare.addr(), post_bare),
     )
     .await?;
-    let entries_now = handle.state().read(|db| db.time_entries.len());
-    println!("time entries in the sandbox after the create phase: {entries_now}");
+    let entries_now = handle.state().read(|db| db.time_entries(wid).count());
+    println!("time entries in the default workspace after the create phase: {entries_now}");
     drop(bare);
     handle.shutdown().await.context("stopping the sandbox")?;
     Ok(vec![list, create])
@@ -345,14 +341,18 @@ async fn exec_time(cli: &PathBuf) -> anyhow::Result<Duration> {
 }
 
 fn default_cli() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from);
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from);
     target.join("release").join("toggl-connect")
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    anyhow::ensure!(args.connections > 0 && args.rounds > 0 && args.secs > 0.0, "nothing to measure");
+    anyhow::ensure!(
+        args.connections > 0 && args.rounds > 0 && args.secs > 0.0,
+        "nothing to measure"
+    );
     println!("machine at start: {}", machine_state());
     println!(
         "config: connections={} secs={} rounds={} entries={}",
@@ -400,7 +400,11 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     for p in &pairs {
-        println!("| {} sandbox p99 (closed loop) | {:.2} ms | | | |", p.name, median(&p.sandbox_p99_ms));
+        println!(
+            "| {} sandbox p99 (closed loop) | {:.2} ms | | | |",
+            p.name,
+            median(&p.sandbox_p99_ms)
+        );
     }
     if let Some((base, big, exec_ms)) = memory {
         let ms = |runs: &[ChildRun]| {
@@ -411,9 +415,8 @@ async fn main() -> anyhow::Result<()> {
                     .collect::<Vec<_>>(),
             )
         };
-        let max_kib = |runs: &[ChildRun], f: fn(&ChildRun) -> u64| {
-            runs.iter().map(f).max().unwrap_or(0)
-        };
+        let max_kib =
+            |runs: &[ChildRun], f: fn(&ChildRun) -> u64| runs.iter().map(f).max().unwrap_or(0);
         let (base_ms, big_ms) = (ms(&base), ms(&big));
         println!(
             "| start to facts line, {} entries (target < 2000 ms) | {:.0} ms | {:.0} ms (0 entries) | {:.1}x | {} starts |",

@@ -173,7 +173,7 @@ pub async fn execute(
 ) -> anyhow::Result<u8> {
     match client.run_operation(req).await {
         Ok(output) => {
-            print_output(out, resource, &output, print)?;
+            print_output(out, resource, req.method.is_write(), &output, print)?;
             Ok(0)
         }
         Err(ClientError::OutcomeUnknown {
@@ -182,21 +182,22 @@ pub async fn execute(
             reason,
         }) => {
             eprintln!(
-                "error: the outcome of {method} {path} is unknown ({reason}): the request may have been applied"
+                "warning: the outcome of {method} {path} is unknown ({reason}): the request may have been applied"
             );
             unknown_outcome(client, resource, op, params, print, out).await
         }
         Err(e) => {
             let hint = match &e {
-                ClientError::QuotaExhausted { .. } => {
-                    Some("wait for the reset, or use another organization's workspace")
-                }
-                ClientError::NotFound { .. } => {
-                    Some("check the ids with `toggl-connect query RESOURCE`")
-                }
+                ClientError::QuotaExhausted { .. } => Some(
+                    "wait for the reset, or work in a workspace of another organization".to_owned(),
+                ),
+                ClientError::NotFound { .. } => Some(format!(
+                    "check the ids with `toggl-connect query {}`",
+                    resource.name
+                )),
                 _ => None,
             };
-            Ok(fail(e, hint).code)
+            Ok(fail(e, hint.as_deref()).code)
         }
     }
 }
@@ -257,11 +258,13 @@ async fn unknown_outcome(
     }
 }
 
-/// Prints an operation's result: flat records (or the raw body with `--raw`). An operation with
-/// no items prints nothing on stdout and says so on stderr.
+/// Prints an operation's result: flat records (or the raw body with `--raw`). A write whose
+/// answer holds no object (an empty body, `"OK"`, a deleted id) prints nothing on stdout and says
+/// so on stderr; a read with nothing to show prints an empty record list.
 pub fn print_output(
     out: &mut dyn Write,
     resource: &Resource,
+    is_write: bool,
     output: &OperationOutput,
     print: &PrintArgs,
 ) -> std::io::Result<()> {
@@ -269,17 +272,31 @@ pub fn print_output(
         serde_json::to_writer_pretty(&mut *out, &output.body)?;
         return writeln!(out);
     }
-    if output.items.is_empty() && output.body.is_null() && output.status != 200 {
-        eprintln!("done ({})", output.status);
+    let objects = output.items.iter().any(Value::is_object);
+    if is_write && !objects {
+        if output.body.is_null() {
+            eprintln!("done ({})", output.status);
+        } else {
+            eprintln!("done ({}): {}", output.status, output.body);
+        }
         return Ok(());
     }
     let records: Vec<_> = output.items.iter().map(|i| resource.flatten(i)).collect();
-    if records.is_empty() && !output.body.is_null() && !output.body.is_array() {
-        // An acknowledgement such as `"OK"` or a deleted id: nothing to flatten.
-        eprintln!("done ({}): {}", output.status, output.body);
-        return Ok(());
+    if !records.is_empty() && records.iter().all(|r| r.values().all(is_empty_value)) {
+        // The answer is not an object of this resource (`{"status":"OK"}`, plan limits, ...):
+        // showing a row of empty fields would hide it.
+        serde_json::to_writer_pretty(&mut *out, &output.body)?;
+        return writeln!(out);
     }
     output::write_records(out, print.format, &records)
+}
+
+fn is_empty_value(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Array(a) => a.is_empty(),
+        _ => false,
+    }
 }
 
 /// Splits `RESOURCE.OPERATION` and finds both.

@@ -164,7 +164,7 @@ pub async fn start(args: ServeArgs, loaded: config::Loaded, out: &mut dyn Write)
             cfg.serve.workspaces = vec![facts.workspace_id];
         }
         sandbox = Some(handle);
-        (facts.api_url.clone(), facts.api_token.clone())
+        (facts.api_url, facts.api_token)
     } else {
         let token = config::api_token().context(
             "TOGGL_API_TOKEN is not set (find it at the bottom of your Toggl profile page)",
@@ -338,7 +338,7 @@ pub async fn start(args: ServeArgs, loaded: config::Loaded, out: &mut dyn Write)
                     r.stored, r.duplicates
                 )?,
                 Err(e) => {
-                    tracing::warn!(error = %format!("{e:#}"), "catch-up failed; continuing with webhooks")
+                    tracing::warn!(error = %format!("{e:#}"), "catch-up failed; continuing with webhooks");
                 }
             }
         }

@@ -15,21 +15,30 @@ pub struct Env {
 
 impl Env {
     pub fn start() -> Env {
-        Self::start_with(SandboxConfig { rate_limit: false, seed: Seed::Small, ..SandboxConfig::default() })
+        Self::start_with(SandboxConfig {
+            rate_limit: false,
+            seed: Seed::Small,
+            ..SandboxConfig::default()
+        })
     }
 
     pub fn start_with(config: SandboxConfig) -> Env {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
         let sandbox = rt.block_on(Sandbox::start(config)).expect("sandbox starts");
         Env { sandbox, rt }
     }
 
-    /// The binary with the sandbox's URL and token, pacing off, no config file.
+    /// The binary with the sandbox's URL and token, pacing off (`--no-pacing` is tested in
+    /// `cli_query`), no config file.
     pub fn cmd(&self) -> Command {
         let mut c = bin();
         c.env("TOGGL_API_URL", &self.sandbox.facts().api_url)
             .env("TOGGL_API_TOKEN", &self.sandbox.facts().api_token)
-            .arg("--no-pacing");
+            .env("TOGGL_CONNECT_PACING_MS", "0");
         c
     }
 
@@ -75,11 +84,14 @@ pub fn stderr_of(output: &std::process::Output) -> String {
 }
 
 pub fn json_stdout(output: &std::process::Output) -> Value {
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("stdout is JSON ({e}): {}", stdout_of(output)))
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("stdout is JSON ({e}): {}", stdout_of(output)))
 }
 
 pub fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 /// `--help` of a command, for snapshots.
@@ -96,7 +108,12 @@ pub fn lossy_proxy(env: &Env, lose: fn(&str, &str) -> bool) -> String {
     use axum::extract::Request;
     use axum::response::Response;
 
-    let upstream = env.sandbox.facts().api_url.trim_end_matches("/api/v9").to_owned();
+    let upstream = env
+        .sandbox
+        .facts()
+        .api_url
+        .trim_end_matches("/api/v9")
+        .to_owned();
     let http = reqwest::Client::new();
     let app = axum::Router::new().fallback(move |req: Request| {
         let http = http.clone();
@@ -104,10 +121,18 @@ pub fn lossy_proxy(env: &Env, lose: fn(&str, &str) -> bool) -> String {
         async move {
             let method = req.method().clone();
             let path = req.uri().path().to_owned();
-            let pq = req.uri().path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
+            let pq = req
+                .uri()
+                .path_and_query()
+                .map(|p| p.as_str().to_owned())
+                .unwrap_or_default();
             let headers = req.headers().clone();
-            let body = axum::body::to_bytes(req.into_body(), 1 << 20).await.expect("body");
-            let mut up = http.request(method.clone(), format!("{upstream}{pq}")).body(body);
+            let body = axum::body::to_bytes(req.into_body(), 1 << 20)
+                .await
+                .expect("body");
+            let mut up = http
+                .request(method.clone(), format!("{upstream}{pq}"))
+                .body(body);
             for (k, v) in &headers {
                 if k != "host" {
                     up = up.header(k, v);
@@ -118,7 +143,10 @@ pub fn lossy_proxy(env: &Env, lose: fn(&str, &str) -> bool) -> String {
             let ct = resp.headers().get("content-type").cloned();
             let bytes = resp.bytes().await.expect("upstream body");
             if lose(method.as_str(), &path) {
-                return Response::builder().status(502).body(Body::from("bad gateway")).expect("response");
+                return Response::builder()
+                    .status(502)
+                    .body(Body::from("bad gateway"))
+                    .expect("response");
             }
             let mut out = Response::builder().status(status);
             if let Some(ct) = ct {
@@ -127,8 +155,12 @@ pub fn lossy_proxy(env: &Env, lose: fn(&str, &str) -> bool) -> String {
             out.body(Body::from(bytes)).expect("response")
         }
     });
-    let listener = env.rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("bind");
+    let listener = env
+        .rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    env.rt.spawn(async move { axum::serve(listener, app).await });
+    env.rt
+        .spawn(async move { axum::serve(listener, app).await });
     format!("http://{addr}")
 }

@@ -67,11 +67,18 @@ impl Proxy {
             log: Mutex::new(Vec::new()),
             rule: Mutex::new(Box::new(|_, _| Fault::None)),
         });
-        let app = axum::Router::new().fallback(forward).with_state(Arc::clone(&inner));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let app = axum::Router::new()
+            .fallback(forward)
+            .with_state(Arc::clone(&inner));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         tokio::spawn(async move { axum::serve(listener, app).await });
-        Proxy { inner, url: format!("http://{addr}") }
+        Proxy {
+            inner,
+            url: format!("http://{addr}"),
+        }
     }
 
     /// Sets the fault rule, called with (method, path).
@@ -91,14 +98,23 @@ fn header_num(h: &http::HeaderMap, name: &str) -> Option<f64> {
 
 async fn forward(State(inner): State<Arc<Inner>>, req: Request) -> Response {
     let method = req.method().clone();
-    let path_q = req.uri().path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
+    let path_q = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
     let path = req.uri().path().to_owned();
     let headers = req.headers().clone();
-    let body = axum::body::to_bytes(req.into_body(), 64 * 1024 * 1024).await.expect("body");
+    let body = axum::body::to_bytes(req.into_body(), 64 * 1024 * 1024)
+        .await
+        .expect("body");
     let fault = (inner.rule.lock())(method.as_str(), &path);
     let at = Instant::now();
     let bad_gateway = || {
-        Response::builder().status(502).body(Body::from("<html><title>502 Bad Gateway</title></html>")).expect("response")
+        Response::builder()
+            .status(502)
+            .body(Body::from("<html><title>502 Bad Gateway</title></html>"))
+            .expect("response")
     };
     if fault == Fault::BadGatewayBefore {
         inner.log.lock().push(Seen {
@@ -113,7 +129,10 @@ async fn forward(State(inner): State<Arc<Inner>>, req: Request) -> Response {
         });
         return bad_gateway();
     }
-    let mut up = inner.http.request(method.clone(), format!("{}{path_q}", inner.upstream)).body(body);
+    let mut up = inner
+        .http
+        .request(method.clone(), format!("{}{path_q}", inner.upstream))
+        .body(body);
     for (k, v) in &headers {
         if k != http::header::HOST {
             up = up.header(k, v);
@@ -130,7 +149,8 @@ async fn forward(State(inner): State<Arc<Inner>>, req: Request) -> Response {
         path,
         status: status.as_u16(),
         quota_remaining: header_num(&rh, "x-toggl-quota-remaining").map(|f| f as i64),
-        resets_in: header_num(&rh, "x-toggl-quota-resets-in").map(|f| Duration::from_secs_f64(f.max(0.0))),
+        resets_in: header_num(&rh, "x-toggl-quota-resets-in")
+            .map(|f| Duration::from_secs_f64(f.max(0.0))),
         retry_after: header_num(&rh, "retry-after").map(|f| Duration::from_secs_f64(f.max(0.0))),
     });
     if fault == Fault::BadGatewayAfter {
@@ -138,7 +158,10 @@ async fn forward(State(inner): State<Arc<Inner>>, req: Request) -> Response {
     }
     let mut out = Response::builder().status(status);
     for (k, v) in &rh {
-        if k != http::header::TRANSFER_ENCODING && k != http::header::CONTENT_LENGTH && k != http::header::CONNECTION {
+        if k != http::header::TRANSFER_ENCODING
+            && k != http::header::CONTENT_LENGTH
+            && k != http::header::CONNECTION
+        {
             out = out.header(k, v);
         }
     }

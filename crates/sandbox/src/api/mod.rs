@@ -46,7 +46,11 @@ pub(crate) fn routes() -> Router<AppState> {
         )
         .route("/workspaces/{wid}/users", get(list_workspace_members))
         .route("/workspaces/{wid}/statistics", get(workspace_statistics))
-        .route("/organizations/{oid}", get(get_organization))
+        .route("/organizations", post(create_organization))
+        .route(
+            "/organizations/{oid}",
+            get(get_organization).put(update_organization),
+        )
         .route(
             "/workspaces/{wid}/workspace_users",
             get(list_workspace_users),
