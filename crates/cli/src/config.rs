@@ -17,6 +17,8 @@ pub struct Config {
     pub toggl: TogglConfig,
     /// The server (`serve`).
     pub serve: ServeConfig,
+    /// How the store is reached (PostgreSQL pool and timeouts, leader lease).
+    pub store: StoreConfig,
     /// How long stored data is kept.
     pub retention: RetentionConfig,
     /// How rule steps run.
@@ -97,6 +99,50 @@ impl Default for ServeConfig {
     }
 }
 
+/// `[store]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// PostgreSQL: most connections this instance opens. With several instances, keep the sum
+    /// below the server's `max_connections`.
+    pub pool_size: usize,
+    /// PostgreSQL: seconds to connect, and to wait for a free pooled connection, before a
+    /// delivery is answered 503 (Toggl redelivers).
+    pub connect_timeout_secs: u64,
+    /// PostgreSQL: longest a statement may run, in seconds (server-side `statement_timeout`).
+    pub statement_timeout_secs: u64,
+    /// PostgreSQL: schema holding the tables (created if missing); letters, digits and `_`.
+    pub schema: Option<String>,
+    /// Seconds the leader lease lasts without renewal: subscription repair and catch-up run on
+    /// one instance at a time, and a dead instance's share is taken over after this long.
+    pub leader_lease_secs: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            pool_size: 16,
+            connect_timeout_secs: 5,
+            statement_timeout_secs: 30,
+            schema: None,
+            leader_lease_secs: 30,
+        }
+    }
+}
+
+impl StoreConfig {
+    /// The store options these settings mean.
+    pub fn options(&self) -> toggl_connect_store::StoreOptions {
+        toggl_connect_store::StoreOptions {
+            pool_size: self.pool_size.max(1),
+            connect_timeout: std::time::Duration::from_secs(self.connect_timeout_secs.max(1)),
+            statement_timeout: std::time::Duration::from_secs(self.statement_timeout_secs.max(1)),
+            schema: self.schema.clone(),
+            ..toggl_connect_store::StoreOptions::default()
+        }
+    }
+}
+
 /// `[retention]`
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -133,7 +179,11 @@ pub struct AutomationConfig {
 
 impl Default for AutomationConfig {
     fn default() -> Self {
-        Self { lease_secs: 30, concurrency: 4, max_attempts: 8 }
+        Self {
+            lease_secs: 30,
+            concurrency: 4,
+            max_attempts: 8,
+        }
     }
 }
 

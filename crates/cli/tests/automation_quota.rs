@@ -62,8 +62,18 @@ with = {{ workspace_id = "{{{{event.payload.workspace_id}}}}", project_id = "{{{
     let listen = format!("127.0.0.1:{}", free_port());
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_toggl-connect"));
     cmd.arg("serve")
-        .args(["--store", &store, "--config", config.to_str().expect("utf8")])
-        .args(["--listen", &listen, "--public-url", &format!("http://{listen}")]);
+        .args([
+            "--store",
+            &store,
+            "--config",
+            config.to_str().expect("utf8"),
+        ])
+        .args([
+            "--listen",
+            &listen,
+            "--public-url",
+            &format!("http://{listen}"),
+        ]);
     let mut serve = Serve::spawn_cmd(cmd, &sb);
     let started = Instant::now();
 
@@ -79,7 +89,12 @@ with = {{ workspace_id = "{{{{event.payload.workspace_id}}}}", project_id = "{{{
             .await
             .expect("sandbox answers");
         if resp.status() == 402 {
-            let wait: u64 = resp.headers().get("X-Toggl-Quota-Resets-In").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(1);
+            let wait: u64 = resp
+                .headers()
+                .get("X-Toggl-Quota-Resets-In")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1);
             tokio::time::sleep(Duration::from_secs(wait.max(1))).await;
             continue;
         }
@@ -91,40 +106,102 @@ with = {{ workspace_id = "{{{{event.payload.workspace_id}}}}", project_id = "{{{
     let store_handle = open_store(&store).await;
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
-        let jobs = store_handle.list_jobs(JobFilter { limit: Some(1000), ..JobFilter::default() }).await.expect("jobs");
-        let done = jobs.iter().filter(|j| j.status == JobStatus::Succeeded).count();
-        assert!(jobs.iter().all(|j| j.status != JobStatus::Dead), "no step dead-lettered: {jobs:?}");
+        let jobs = store_handle
+            .list_jobs(JobFilter {
+                limit: Some(1000),
+                ..JobFilter::default()
+            })
+            .await
+            .expect("jobs");
+        let done = jobs
+            .iter()
+            .filter(|j| j.status == JobStatus::Succeeded)
+            .count();
+        assert!(
+            jobs.iter().all(|j| j.status != JobStatus::Dead),
+            "no step dead-lettered: {jobs:?}"
+        );
         if done == 2 * PROJECTS {
             break;
         }
-        assert!(Instant::now() < deadline, "only {done} of {} steps done", 2 * PROJECTS);
+        assert!(
+            Instant::now() < deadline,
+            "only {done} of {} steps done",
+            2 * PROJECTS
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let elapsed = started.elapsed();
 
     // The waits show in the runs, and after each 402 at most one request per window went out.
-    let jobs = store_handle.list_jobs(JobFilter { limit: Some(1000), ..JobFilter::default() }).await.expect("jobs");
+    let jobs = store_handle
+        .list_jobs(JobFilter {
+            limit: Some(1000),
+            ..JobFilter::default()
+        })
+        .await
+        .expect("jobs");
     let (mut waits, mut refused) = (0, 0);
     for j in &jobs {
-        let detail = store_handle.get_job(j.id).await.expect("job").expect("exists");
-        waits += detail.attempts.iter().filter(|a| a.outcome == AttemptOutcome::WaitingQuota).count();
-        refused += detail.attempts.iter().filter(|a| a.status == Some(402)).count();
+        let detail = store_handle
+            .get_job(j.id)
+            .await
+            .expect("job")
+            .expect("exists");
+        waits += detail
+            .attempts
+            .iter()
+            .filter(|a| a.outcome == AttemptOutcome::WaitingQuota)
+            .count();
+        refused += detail
+            .attempts
+            .iter()
+            .filter(|a| a.status == Some(402))
+            .count();
     }
     assert!(waits > 0, "runs show quota waits");
     let windows = usize::try_from(elapsed.as_secs() / WINDOW.as_secs()).expect("small") + 2;
-    assert!(refused <= windows, "{refused} requests answered 402 in {elapsed:?} ({windows} windows): at most one probe per window");
+    assert!(
+        refused <= windows,
+        "{refused} requests answered 402 in {elapsed:?} ({windows} windows): at most one probe per window"
+    );
 
     // Exactly one Kickoff task and one membership per project.
-    let tasks = admin.call(reqwest::Method::GET, &format!("/workspaces/{}/tasks?per_page=200", admin.wid), None).await;
+    let tasks = admin
+        .call(
+            reqwest::Method::GET,
+            &format!("/workspaces/{}/tasks?per_page=200", admin.wid),
+            None,
+        )
+        .await;
     for pid in &pids {
-        let n = tasks["data"].as_array().into_iter().flatten().filter(|t| t["project_id"] == json!(pid) && t["name"] == json!("Kickoff")).count();
+        let n = tasks["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|t| t["project_id"] == json!(pid) && t["name"] == json!("Kickoff"))
+            .count();
         assert_eq!(n, 1, "project {pid}");
     }
-    let members = admin.call(reqwest::Method::GET, &format!("/workspaces/{}/project_users", admin.wid), None).await;
+    let members = admin
+        .call(
+            reqwest::Method::GET,
+            &format!("/workspaces/{}/project_users", admin.wid),
+            None,
+        )
+        .await;
     for pid in &pids {
-        let n = members.as_array().into_iter().flatten().filter(|m| m["project_id"] == json!(pid) && m["user_id"] == json!(lead)).count();
+        let n = members
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|m| m["project_id"] == json!(pid) && m["user_id"] == json!(lead))
+            .count();
         assert_eq!(n, 1, "project {pid}");
     }
-    eprintln!("{} steps in {elapsed:?}: {waits} quota waits recorded, {refused} requests answered 402", 2 * PROJECTS);
+    eprintln!(
+        "{} steps in {elapsed:?}: {waits} quota waits recorded, {refused} requests answered 402",
+        2 * PROJECTS
+    );
     serve.stop();
 }

@@ -753,3 +753,101 @@ async fn a_database_restart_during_deliveries_loses_nothing_acknowledged() {
         "the restart was not noticed: refused {refused:?}, health {health:?}"
     );
 }
+
+/// The subscription: `enabled` as the sandbox has it now.
+async fn subscription_enabled(http: &reqwest::Client, facts: &SandboxFacts, sid: i64) -> bool {
+    let base = facts.api_url.trim_end_matches("/api/v9");
+    let list: Value = http
+        .get(format!(
+            "{base}/webhooks/api/v1/subscriptions/{}",
+            facts.workspace_id
+        ))
+        .basic_auth(&facts.api_token, Some("api_token"))
+        .send()
+        .await
+        .expect("list subscriptions")
+        .json()
+        .await
+        .expect("json");
+    list.as_array()
+        .expect("array")
+        .iter()
+        .find(|s| s["subscription_id"].as_i64() == Some(sid))
+        .is_some_and(|s| s["enabled"] == json!(true))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn subscription_repair_moves_to_a_survivor_when_the_leader_is_killed() {
+    let Some(pg) = pg_url() else { return };
+    let config = "[store]\nleader_lease_secs = 3\n\n[serve]\nrecheck_interval_secs = 1\n";
+    let mut s = setup("leader", &pg, 3, Some(config)).await;
+    let facts = s.sandbox.facts().clone();
+    // The first instance up leads: it alone subscribed; the others left it to the leader.
+    let said = |i: usize, what: &str| {
+        s.instances[i]
+            .stdout
+            .lock()
+            .expect("lines")
+            .iter()
+            .any(|l| l.contains(what))
+    };
+    assert!(
+        said(0, "subscription ") && !said(0, "kept by another instance"),
+        "{}",
+        report(&s)
+    );
+    assert!(
+        said(1, "kept by another instance") && said(2, "kept by another instance"),
+        "{}",
+        report(&s)
+    );
+
+    s.instances[0].kill9();
+    let killed = Instant::now();
+    // Toggl disables the subscription (e.g. after failed deliveries): only a leader repairs it.
+    let base = facts.api_url.trim_end_matches("/api/v9");
+    let resp = s
+        .http
+        .patch(format!(
+            "{base}/webhooks/api/v1/subscriptions/{}/{}",
+            facts.workspace_id, s.sid
+        ))
+        .basic_auth(&facts.api_token, Some("api_token"))
+        .json(&json!({"enabled": false}))
+        .send()
+        .await
+        .expect("disable");
+    assert!(resp.status().is_success(), "disable: {}", resp.status());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !subscription_enabled(&s.http, &facts, s.sid).await {
+        assert!(
+            Instant::now() < deadline,
+            "nobody repaired the subscription:\n{}",
+            report(&s)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let repaired_after = killed.elapsed();
+    // Not before the dead leader's lease could expire (it renewed at most 1 s before dying).
+    assert!(
+        repaired_after >= Duration::from_secs(2),
+        "repaired after only {repaired_after:?}"
+    );
+    let leaders: Vec<usize> = (1..3)
+        .filter(|i| {
+            std::fs::read_to_string(&s.instances[*i].stderr_path)
+                .unwrap_or_default()
+                .contains("leading")
+        })
+        .collect();
+    assert_eq!(
+        leaders.len(),
+        1,
+        "exactly one survivor took over: {leaders:?}\n{}",
+        report(&s)
+    );
+    // And deliveries still work end to end through the survivors.
+    create_entries(&s.http, &facts, 0, 10).await;
+    let log = wait_settled(&s.http, &facts, s.sid, 10).await;
+    check_store(&s, &log).await;
+}

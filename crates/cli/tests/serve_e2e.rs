@@ -292,7 +292,6 @@ async fn catch_up_after_a_stop_delivers_each_missed_change_once() {
     serve.stop();
 }
 
-
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_during_a_burst_loses_no_acknowledged_event() {
     let sb = sandbox(Plan::Unlimited).await;

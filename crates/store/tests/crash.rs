@@ -40,14 +40,24 @@ fn main() {
     let exact = args.iter().any(|a| a == "--exact");
     let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
     let selected = filters.is_empty()
-        || filters.iter().any(|f| if exact { f.as_str() == TEST_NAME } else { TEST_NAME.contains(f.as_str()) });
+        || filters.iter().any(|f| {
+            if exact {
+                f.as_str() == TEST_NAME
+            } else {
+                TEST_NAME.contains(f.as_str())
+            }
+        });
     if !selected {
-        println!("running 0 tests\n\ntest result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 1 filtered out");
+        println!(
+            "running 0 tests\n\ntest result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 1 filtered out"
+        );
         return;
     }
     println!("running 1 test");
     parent();
-    println!("test {TEST_NAME} ... ok\n\ntest result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out");
+    println!(
+        "test {TEST_NAME} ... ok\n\ntest result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out"
+    );
 }
 
 fn event(event_id: i64) -> NewEvent {

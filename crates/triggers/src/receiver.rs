@@ -296,11 +296,14 @@ impl Receiver {
 /// both copies have holds the same value, timestamps compared as instants (to the second when
 /// either side has no sub-second digits). A real change differs in some shared field.
 pub fn same_version(stored: &Value, incoming: &Value) -> bool {
-    let (Some(a), Some(b)) = (stored.as_object(), incoming.as_object()) else { return false };
+    let (Some(a), Some(b)) = (stored.as_object(), incoming.as_object()) else {
+        return false;
+    };
     if !(a.contains_key("at") && b.contains_key("at")) {
         return false;
     }
-    b.iter().all(|(k, vb)| a.get(k).is_none_or(|va| same_value(va, vb)))
+    b.iter()
+        .all(|(k, vb)| a.get(k).is_none_or(|va| same_value(va, vb)))
 }
 
 fn same_value(a: &Value, b: &Value) -> bool {
@@ -309,7 +312,10 @@ fn same_value(a: &Value, b: &Value) -> bool {
     }
     match (a.as_str(), b.as_str()) {
         (Some(x), Some(y)) => {
-            match (chrono::DateTime::parse_from_rfc3339(x), chrono::DateTime::parse_from_rfc3339(y)) {
+            match (
+                chrono::DateTime::parse_from_rfc3339(x),
+                chrono::DateTime::parse_from_rfc3339(y),
+            ) {
                 (Ok(tx), Ok(ty)) if x.contains('.') && y.contains('.') => tx == ty,
                 (Ok(tx), Ok(ty)) => tx.timestamp() == ty.timestamp(),
                 _ => false,
@@ -541,7 +547,8 @@ mod tests {
         // A second update within the same second differs in content: a new version.
         let renamed = json!({"id": 1, "description": "b", "stop": "2025-01-10T09:01:00Z", "at": "2025-01-10T09:01:01Z"});
         assert!(!same_version(&hook, &renamed));
-        let restarted = json!({"id": 1, "description": "a", "stop": null, "at": "2025-01-10T09:01:01Z"});
+        let restarted =
+            json!({"id": 1, "description": "a", "stop": null, "at": "2025-01-10T09:01:01Z"});
         assert!(!same_version(&listed, &restarted));
         assert!(!same_version(&json!({"id": 1}), &hook), "no at, no verdict");
     }

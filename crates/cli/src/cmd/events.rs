@@ -114,13 +114,14 @@ pub fn run(args: EventsArgs, out: &mut dyn Write) -> anyhow::Result<u8> {
                 m.insert("entity".into(), json!(e.entity));
                 m.insert("action".into(), json!(e.action));
                 m.insert("dedupe_key".into(), json!(e.dedupe_key));
-                let envelope: Value =
-                    serde_json::from_str(&e.envelope).unwrap_or_else(|_| Value::String(e.envelope.clone()));
+                let envelope: Value = serde_json::from_str(&e.envelope)
+                    .unwrap_or_else(|_| Value::String(e.envelope.clone()));
                 // The definition's webhook payload mapping: the entity read through its fields' selectors.
                 let connector = toggl_connect_definition::Connector::builtin();
-                if let (Some(resource), Some(payload)) =
-                    (connector.webhook_resource(&e.entity, &e.action), envelope.get("payload"))
-                {
+                if let (Some(resource), Some(payload)) = (
+                    connector.webhook_resource(&e.entity, &e.action),
+                    envelope.get("payload"),
+                ) {
                     m.insert("record".into(), Value::Object(resource.flatten(payload)));
                 }
                 m.insert("envelope".into(), envelope);

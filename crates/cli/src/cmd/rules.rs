@@ -23,7 +23,9 @@ pub enum RulesCommand {
     /// Check every rule of the config file: triggers, actions, parameters, templates, filters.
     ///
     /// Prints `FILE:LINE:COLUMN: message` for each problem and exits 1 when there are any.
-    #[command(after_help = "Example:\n  toggl-connect rules check --config examples/toggl-connect.toml")]
+    #[command(
+        after_help = "Example:\n  toggl-connect rules check --config examples/toggl-connect.toml"
+    )]
     Check {
         /// Configuration file (TOML) holding `[[rules]]`.
         #[arg(long, value_name = "FILE")]
@@ -39,9 +41,16 @@ pub enum RulesCommand {
 
 /// Runs a `rules` subcommand.
 pub fn run(args: RulesArgs, out: &mut dyn Write) -> anyhow::Result<u8> {
-    let RulesCommand::Check { config, secrets, format } = args.command;
+    let RulesCommand::Check {
+        config,
+        secrets,
+        format,
+    } = args.command;
     let loaded = config::load(config.as_deref())?;
-    let file = loaded.path.as_ref().map_or_else(|| "config".to_owned(), |p| p.display().to_string());
+    let file = loaded
+        .path
+        .as_ref()
+        .map_or_else(|| "config".to_owned(), |p| p.display().to_string());
     let rules = match RuleSet::parse(&loaded.text, Connector::builtin()) {
         Ok(r) => r,
         Err(diags) => {

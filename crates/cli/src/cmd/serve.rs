@@ -12,20 +12,24 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use clap::Args;
 use serde_json::Value;
-use toggl_connect_client::{ApiRequest, Client, ClientConfig};
-use toggl_connect_store::{EventSource, Store, StoreOptions};
-use toggl_connect_triggers::poll::{PollPlan, Poller, user_quota_total};
 use toggl_connect_automation::{RuleSet, Worker, WorkerConfig, budget_text};
+use toggl_connect_client::{ApiRequest, Client, ClientConfig};
 use toggl_connect_definition::Connector;
 use toggl_connect_store::NewJob;
+use toggl_connect_store::{EventSource, Store};
 use toggl_connect_triggers::classify::Classification;
 use toggl_connect_triggers::envelope::Event;
+use toggl_connect_triggers::leader::{self, LeaseConfig};
+use toggl_connect_triggers::poll::{PollPlan, Poller, user_quota_total};
 use toggl_connect_triggers::receiver::{JobPlanner, Receiver, ReceiverConfig, SecretRing, router};
 use toggl_connect_triggers::subscriptions::{
     PendingValidations, SubscriptionManager, all_triggers,
 };
 
 use crate::config::{self, Config};
+
+/// The leader lease under which one instance repairs subscriptions and catches up.
+const SUBSCRIPTIONS_LEASE: &str = "subscriptions";
 
 /// Flags of `toggl-connect serve`.
 #[derive(Debug, Args)]
@@ -94,19 +98,29 @@ fn client_config(cfg: &Config, base_url: &str, token: &str) -> ClientConfig {
 }
 
 /// Starts everything and prints where things are.
-pub async fn start(args: ServeArgs, loaded: config::Loaded, out: &mut dyn Write) -> anyhow::Result<Running> {
+pub async fn start(
+    args: ServeArgs,
+    loaded: config::Loaded,
+    out: &mut dyn Write,
+) -> anyhow::Result<Running> {
     let mut cfg = loaded.config;
     // Rules are checked before anything starts: an invalid rule set refuses to serve.
     let connector = Connector::builtin();
     let rules = Arc::new(RuleSet::parse(&loaded.text, connector).map_err(|diags| {
-        let file = loaded.path.as_ref().map_or_else(|| "config".to_owned(), |p| p.display().to_string());
+        let file = loaded
+            .path
+            .as_ref()
+            .map_or_else(|| "config".to_owned(), |p| p.display().to_string());
         let lines: Vec<String> = diags.iter().map(|d| format!("{file}:{d}")).collect();
         anyhow::anyhow!("invalid rules, not starting:\n{}", lines.join("\n"))
     })?);
     let missing_secrets = rules.check_secrets(|k| std::env::var(k).ok());
     if !missing_secrets.is_empty() {
         let lines: Vec<String> = missing_secrets.iter().map(ToString::to_string).collect();
-        bail!("rules need secrets that are not set, not starting:\n{}", lines.join("\n"));
+        bail!(
+            "rules need secrets that are not set, not starting:\n{}",
+            lines.join("\n")
+        );
     }
     if let Some(l) = &args.listen {
         cfg.serve.listen.clone_from(l);
@@ -172,13 +186,14 @@ pub async fn start(args: ServeArgs, loaded: config::Loaded, out: &mut dyn Write)
         (cfg.toggl.api_url.clone(), token)
     };
 
-    let store = Store::open(&cfg.serve.store, StoreOptions::default())
+    let store = Store::open(&cfg.serve.store, cfg.store.options())
         .await
         .with_context(|| format!("opening store {}", redact_url(&cfg.serve.store)))?;
     // Serve never sleeps through an hourly reset inside a call: a rule step whose quota is spent
     // is rescheduled by the worker (without holding its lease), and a poll cycle is skipped.
     let mut serve_client_config = client_config(&cfg, &api_url, &token);
-    serve_client_config.max_quota_wait = serve_client_config.max_quota_wait.min(SERVE_MAX_QUOTA_WAIT);
+    serve_client_config.max_quota_wait =
+        serve_client_config.max_quota_wait.min(SERVE_MAX_QUOTA_WAIT);
     let client = Client::new(serve_client_config)?;
 
     let secrets = Arc::new(SecretRing::default());
@@ -194,14 +209,19 @@ pub async fn start(args: ServeArgs, loaded: config::Loaded, out: &mut dyn Write)
     );
     // The worker runs rule steps; a stored event with jobs wakes it at once.
     let worker_config = WorkerConfig {
-        worker_id: format!("{}-{}", hostname(), std::process::id()),
+        worker_id: toggl_connect_triggers::leader::holder_id(),
         lease: Duration::from_secs(cfg.automation.lease_secs.max(1)),
         concurrency: cfg.automation.concurrency.max(1),
         max_attempts: cfg.automation.max_attempts.max(1),
         ..WorkerConfig::default()
     };
     let budget_line = budget_text(&client, &worker_config);
-    let worker = Worker::new(store.clone(), client.clone(), Arc::new(connector.clone()), worker_config)?;
+    let worker = Worker::new(
+        store.clone(),
+        client.clone(),
+        Arc::new(connector.clone()),
+        worker_config,
+    )?;
     let wake = worker.notifier();
     let worker_stop = tokio_util::sync::CancellationToken::new();
     let worker_task = worker.run(worker_stop.clone());
@@ -262,7 +282,15 @@ pub async fn start(args: ServeArgs, loaded: config::Loaded, out: &mut dyn Write)
     writeln!(out, "  toggl api    {api_url}")?;
     writeln!(out, "  workspaces   {:?}", cfg.serve.workspaces)?;
     let rule_names: Vec<&str> = rules.rules().iter().map(|r| r.name.as_str()).collect();
-    writeln!(out, "  rules        {}", if rule_names.is_empty() { "none".to_owned() } else { rule_names.join(", ") })?;
+    writeln!(
+        out,
+        "  rules        {}",
+        if rule_names.is_empty() {
+            "none".to_owned()
+        } else {
+            rule_names.join(", ")
+        }
+    )?;
 
     if let Some(secs) = cfg.serve.poll_interval_secs {
         let plan = PollPlan::new(&cfg.serve.triggers, Duration::from_secs(secs))?;
@@ -299,55 +327,112 @@ pub async fn start(args: ServeArgs, loaded: config::Loaded, out: &mut dyn Write)
             cfg.serve.triggers.clone(),
         )?;
         manager.load_secrets().await?;
-        for wid in &cfg.serve.workspaces {
-            let report = manager
-                .ensure(*wid)
-                .await
-                .with_context(|| format!("subscribing workspace {wid}"))?;
-            writeln!(
-                out,
-                "  subscription {} in workspace {wid}: {} filter(s) {:?}{}",
-                report.subscription_id,
-                report.filters.len(),
-                report.filters,
-                if report.actions.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({})", report.actions.join(", "))
-                },
-            )?;
-        }
-        // A sandbox starts fresh every run: there is nothing to catch up with.
-        if cfg.serve.catch_up && sandbox.is_none() {
-            let entities =
-                PollPlan::new(&catchable(&cfg.serve.triggers), Duration::from_secs(3600))?;
-            let catchup = Poller::new(
-                client.clone(),
-                Arc::clone(&receiver),
-                entities,
-                EventSource::Catchup,
+        // Several instances may share the store: only the lease holder talks to the Webhooks
+        // API (repair, re-validation) and catches up, so they never race on subscriptions or
+        // spend the hourly quota several times. Every instance receives deliveries.
+        let holder = leader::holder_id();
+        let lease = LeaseConfig::new(
+            SUBSCRIPTIONS_LEASE,
+            holder.clone(),
+            Duration::from_secs(cfg.store.leader_lease_secs.max(3)),
+        );
+        let leads_now = store
+            .try_lead(&lease.name, &holder, lease.ttl)
+            .await
+            .context("taking the leader lease")?;
+        let catch_up = (cfg.serve.catch_up && sandbox.is_none())
+            .then(|| PollPlan::new(&catchable(&cfg.serve.triggers), Duration::from_secs(3600)))
+            .transpose()?;
+        // The first term's reports come back here to be printed (and a broken configuration
+        // fails the start, as with one instance); later terms (takeovers) only log.
+        let (first_tx, first_rx) = tokio::sync::oneshot::channel();
+        let mut first_tx = leads_now.then_some(first_tx);
+        let workspaces = cfg.serve.workspaces.clone();
+        let interval = Duration::from_secs(cfg.serve.recheck_interval_secs.max(1));
+        let (m, r, c) = (manager.clone(), Arc::clone(&receiver), client.clone());
+        let leading = leader::lead(store.clone(), lease, shutdown_rx.clone(), move |stop| {
+            let (m, r, c, workspaces, catch_up) = (
+                m.clone(),
+                Arc::clone(&r),
+                c.clone(),
+                workspaces.clone(),
+                catch_up.clone(),
             );
-            match catchup.cycle().await {
-                Ok(r) if r.baselines > 0 => writeln!(
+            let report_to = first_tx.take();
+            async move {
+                let mut reports = Vec::new();
+                for wid in &workspaces {
+                    let ensured = m.ensure(*wid).await;
+                    match &ensured {
+                        Ok(rep) if !rep.actions.is_empty() => {
+                            tracing::warn!(workspace_id = wid, actions = ?rep.actions, "subscription repaired")
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::error!(workspace_id = wid, error = %format!("{e:#}"), "subscription check failed")
+                        }
+                    }
+                    reports.push((*wid, ensured));
+                }
+                let caught = match catch_up {
+                    Some(plan) => Some(Poller::new(c, r, plan, EventSource::Catchup).cycle().await),
+                    None => None,
+                };
+                if let Some(tx) = report_to {
+                    let _ = tx.send((reports, caught));
+                }
+                m.recheck_loop(workspaces, interval, stop).await;
+            }
+        });
+        tasks.push(tokio::spawn(async move {
+            let _ = leading.await;
+        }));
+        // Only the leader creates subscriptions: the others learn new secrets from the store.
+        tasks.push(tokio::spawn(leader::refresh_secrets(
+            manager.clone(),
+            Duration::from_secs(5),
+            shutdown_rx.clone(),
+        )));
+        if leads_now {
+            let (reports, caught) = first_rx
+                .await
+                .context("the leader task stopped before subscribing")?;
+            for (wid, report) in reports {
+                let report = report.with_context(|| format!("subscribing workspace {wid}"))?;
+                writeln!(
+                    out,
+                    "  subscription {} in workspace {wid}: {} filter(s) {:?}{}",
+                    report.subscription_id,
+                    report.filters.len(),
+                    report.filters,
+                    if report.actions.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", report.actions.join(", "))
+                    },
+                )?;
+            }
+            match caught {
+                Some(Ok(r)) if r.baselines > 0 => writeln!(
                     out,
                     "  catch-up     baseline recorded; changes made while stopped will be caught up on the next start"
                 )?,
-                Ok(r) => writeln!(
+                Some(Ok(r)) => writeln!(
                     out,
                     "  catch-up     {} change(s) missed while stopped stored, {} already known",
                     r.stored, r.duplicates
                 )?,
-                Err(e) => {
-                    tracing::warn!(error = %format!("{e:#}"), "catch-up failed; continuing with webhooks");
+                Some(Err(e)) => {
+                    tracing::warn!(error = %format!("{e:#}"), "catch-up failed; continuing with webhooks")
                 }
+                None => {}
             }
+        } else {
+            writeln!(
+                out,
+                "  subscription kept by another instance (lease `{SUBSCRIPTIONS_LEASE}`); this one receives, and takes over if it stops"
+            )?;
         }
-        let interval = Duration::from_secs(cfg.serve.recheck_interval_secs.max(1));
-        tasks.push(tokio::spawn(manager.recheck_loop(
-            cfg.serve.workspaces.clone(),
-            interval,
-            shutdown_rx.clone(),
-        )));
     } else {
         bail!(
             "nothing to receive from: set --public-url (webhooks), --poll SECS, or use --sandbox"
@@ -398,7 +483,12 @@ pub async fn start(args: ServeArgs, loaded: config::Loaded, out: &mut dyn Write)
         )?;
     }
     out.flush()?;
-    Ok(Running { shutdown: shutdown_tx, worker_stop, tasks, _sandbox: sandbox })
+    Ok(Running {
+        shutdown: shutdown_tx,
+        worker_stop,
+        tasks,
+        _sandbox: sandbox,
+    })
 }
 
 fn retention_policy(cfg: &Config) -> anyhow::Result<toggl_connect_store::RetentionPolicy> {
@@ -413,7 +503,9 @@ fn retention_policy(cfg: &Config) -> anyhow::Result<toggl_connect_store::Retenti
     }
     Ok(toggl_connect_store::RetentionPolicy {
         events_older_than: events,
-        finished_jobs_older_than: Duration::from_secs(cfg.retention.finished_jobs_days.saturating_mul(day)),
+        finished_jobs_older_than: Duration::from_secs(
+            cfg.retention.finished_jobs_days.saturating_mul(day),
+        ),
     })
 }
 
@@ -421,14 +513,15 @@ fn retention_policy(cfg: &Config) -> anyhow::Result<toggl_connect_store::Retenti
 struct RulesPlanner(Arc<RuleSet>);
 
 impl JobPlanner for RulesPlanner {
-    fn plan(&self, _event: &Event, classification: &Classification, envelope: &Value) -> Vec<NewJob> {
+    fn plan(
+        &self,
+        _event: &Event,
+        classification: &Classification,
+        envelope: &Value,
+    ) -> Vec<NewJob> {
         let triggers: Vec<&str> = classification.all().collect();
         self.0.plan(&triggers, envelope)
     }
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/etc/hostname").map_or_else(|_| "host".to_owned(), |h| h.trim().to_owned())
 }
 
 /// Catch-up reads only the entities that have `since=` listings.

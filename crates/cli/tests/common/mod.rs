@@ -144,12 +144,19 @@ impl Api {
         };
         // A well-behaved client: a quota 402 means waiting for the reset, then the same call.
         let resp = loop {
-            let mut req = self.http.request(method.clone(), &url).basic_auth(&self.token, Some("api_token"));
+            let mut req = self
+                .http
+                .request(method.clone(), &url)
+                .basic_auth(&self.token, Some("api_token"));
             if let Some(b) = &body {
                 req = req.json(b);
             }
             let resp = req.send().await.expect("sandbox answers");
-            let reset = resp.headers().get("X-Toggl-Quota-Resets-In").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+            let reset = resp
+                .headers()
+                .get("X-Toggl-Quota-Resets-In")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
             match (resp.status().as_u16(), reset) {
                 (402, Some(secs)) => tokio::time::sleep(Duration::from_secs(secs.max(1))).await,
                 _ => break resp,
@@ -222,7 +229,6 @@ pub fn temp_store() -> (tempfile::TempDir, String) {
     let url = format!("sqlite://{}", dir.path().join("e2e.db").display());
     (dir, url)
 }
-
 
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
