@@ -84,7 +84,12 @@ with = { workspace_id = "{{event.payload.workspace_id}}", name = "t-{{event.payl
 struct RulesPlanner(Arc<RuleSet>);
 
 impl JobPlanner for RulesPlanner {
-    fn plan(&self, _event: &Event, classification: &Classification, envelope: &Value) -> Vec<NewJob> {
+    fn plan(
+        &self,
+        _event: &Event,
+        classification: &Classification,
+        envelope: &Value,
+    ) -> Vec<NewJob> {
         let triggers: Vec<&str> = classification.all().collect();
         self.0.plan(&triggers, envelope)
     }
@@ -307,7 +312,11 @@ async fn main() -> anyhow::Result<()> {
                             .and_then(|n| n.strip_prefix("t-"))
                             .and_then(|n| n.parse::<u64>().ok());
                         if let Some(id) = id {
-                            actions.lock().expect("actions lock").entry(id).or_insert(at);
+                            actions
+                                .lock()
+                                .expect("actions lock")
+                                .entry(id)
+                                .or_insert(at);
                         }
                     }
                     Err(RecvError::Lagged(n)) => {
@@ -347,7 +356,8 @@ async fn main() -> anyhow::Result<()> {
             .with_planner(Arc::new(RulesPlanner(Arc::clone(&rules)))),
     );
 
-    let mut client_config = ClientConfig::with_token(facts.api_token.clone()).base_url(facts.api_url.clone());
+    let mut client_config =
+        ClientConfig::with_token(facts.api_token.clone()).base_url(facts.api_url.clone());
     client_config.pacing = None;
     let client = Client::new(client_config).context("building the client")?;
     let worker = Worker::new(
@@ -453,7 +463,11 @@ async fn main() -> anyhow::Result<()> {
         "targets: p50 <= 5 ms {} ({act50:.2} ms); p99 <= 25 ms {} ({act99:.2} ms); all actions arrived: {}",
         verdict(act50 <= 5.0),
         verdict(act99 <= 25.0),
-        if missing == 0 && sent.errors == 0 { "yes" } else { "NO" }
+        if missing == 0 && sent.errors == 0 {
+            "yes"
+        } else {
+            "NO"
+        }
     );
     println!("machine at end: {}", machine_state());
 

@@ -365,11 +365,11 @@ pub async fn start(
                     let ensured = m.ensure(*wid).await;
                     match &ensured {
                         Ok(rep) if !rep.actions.is_empty() => {
-                            tracing::warn!(workspace_id = wid, actions = ?rep.actions, "subscription repaired")
+                            tracing::warn!(workspace_id = wid, actions = ?rep.actions, "subscription repaired");
                         }
                         Ok(_) => {}
                         Err(e) => {
-                            tracing::error!(workspace_id = wid, error = %format!("{e:#}"), "subscription check failed")
+                            tracing::error!(workspace_id = wid, error = %format!("{e:#}"), "subscription check failed");
                         }
                     }
                     reports.push((*wid, ensured));
@@ -423,7 +423,7 @@ pub async fn start(
                     r.stored, r.duplicates
                 )?,
                 Some(Err(e)) => {
-                    tracing::warn!(error = %format!("{e:#}"), "catch-up failed; continuing with webhooks")
+                    tracing::warn!(error = %format!("{e:#}"), "catch-up failed; continuing with webhooks");
                 }
                 None => {}
             }
