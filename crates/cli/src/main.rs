@@ -3,6 +3,10 @@
 //! Data goes to stdout, diagnostics to stderr. Exit codes: 0 ok, 1 "ran, found problems"
 //! (e.g. lint findings), 2 error. A closed stdout (`| head`) is a clean exit, not an error.
 
+// Doc comments in this binary are clap's `--help` text (`[serve] store`, plain URLs), written
+// for the terminal, not rustdoc links.
+#![allow(rustdoc::broken_intra_doc_links, rustdoc::bare_urls)]
+
 mod cmd;
 mod config;
 mod logging;

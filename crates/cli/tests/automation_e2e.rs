@@ -267,6 +267,27 @@ async fn rules_run_against_the_sandbox_once_each() {
         text.contains("project-kickoff") && text.contains("\"outcome\": \"ok\""),
         "{text}"
     );
+
+    // `events replay` re-dispatches: the configured rules plan their jobs again.
+    let out = Command::new(env!("CARGO_BIN_EXE_toggl-connect"))
+        .args([
+            "events",
+            "replay",
+            &created.id.to_string(),
+            "--store",
+            &store,
+            "--config",
+            config.to_str().expect("utf8"),
+        ])
+        .output()
+        .expect("events replay");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("with 1 rule job(s)"), "{text}");
     serve.stop();
 }
 

@@ -130,7 +130,7 @@ impl PollPlan {
         (3600 * per_cycle).div_ceil(secs)
     }
 
-    /// Refuses the plan when it needs more than [`POLL_QUOTA_SHARE`] of `user_quota_total`.
+    /// Refuses the plan when it needs more than half (`POLL_QUOTA_SHARE`) of `user_quota_total`.
     pub fn check(&self, user_quota_total: Option<u64>) -> Result<(), PollError> {
         let Some(total) = user_quota_total else {
             return Ok(());

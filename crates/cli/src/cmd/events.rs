@@ -81,7 +81,9 @@ fn summary(e: &StoredEvent) -> Map<String, Value> {
 /// Runs an `events` subcommand.
 pub fn run(args: EventsArgs, out: &mut dyn Write) -> anyhow::Result<u8> {
     let loaded = config::load(args.config.as_deref())?;
-    let url = args.store.unwrap_or(loaded.config.serve.store);
+    let url = args
+        .store
+        .unwrap_or_else(|| loaded.config.serve.store.clone());
     super::runtime()?.block_on(async {
         let store = Store::open(&url, StoreOptions::default())
             .await
@@ -132,6 +134,20 @@ pub fn run(args: EventsArgs, out: &mut dyn Write) -> anyhow::Result<u8> {
                 let Some(e) = store.get_event(id).await? else {
                     bail!("no event with id {id}")
                 };
+                // Re-dispatch: the configured rules plan jobs for the event's triggers again,
+                // stored with the replay in one transaction (a running `serve` picks them up).
+                let rules = toggl_connect_automation::RuleSet::parse(
+                    &loaded.text,
+                    toggl_connect_definition::Connector::builtin(),
+                )
+                .map_err(|diags| {
+                    let lines: Vec<String> = diags.iter().map(ToString::to_string).collect();
+                    anyhow::anyhow!("invalid rules, nothing replayed:\n{}", lines.join("\n"))
+                })?;
+                let triggers: Vec<&str> = e.trigger.split_whitespace().collect();
+                let envelope: Value = serde_json::from_str(&e.envelope).unwrap_or(Value::Null);
+                let jobs = rules.plan(&triggers, &envelope);
+                let job_count = jobs.len();
                 let replay_key =
                     format!("replay:{}:{}", e.id, chrono::Utc::now().timestamp_micros());
                 let outcome = store
@@ -148,10 +164,14 @@ pub fn run(args: EventsArgs, out: &mut dyn Write) -> anyhow::Result<u8> {
                         source: EventSource::Replay,
                         dedupe_key: Some(replay_key),
                         entity_state: None,
-                        jobs: Vec::new(),
+                        jobs,
                     })
                     .await?;
-                writeln!(out, "replayed event {id} as event {}", outcome.id)?;
+                writeln!(
+                    out,
+                    "replayed event {id} as event {} with {job_count} rule job(s)",
+                    outcome.id
+                )?;
             }
         }
         Ok(0)
