@@ -334,8 +334,7 @@ fn search(
     if end_date < start_date {
         return Err(bad("end_date must not be earlier than start_date"));
     }
-    let rows = build_rows(&data, &query, user_id, tz, start_date, end_date);
-    let (page, next) = paginate(&rows, &query);
+    let (page, next) = build_page(&data, &query, user_id, tz, start_date, end_date);
     let mut resp = (StatusCode::OK, axum::Json(Value::Array(page))).into_response();
     let out = resp.headers_mut();
     let mut put = |name: &'static str, value: String| {
@@ -651,14 +650,18 @@ fn round_seconds(seconds: i64, minutes: i64, direction: i64) -> i64 {
     }
 }
 
-fn build_rows(
+/// The requested page of rows and, unless it is the last, `(X-Next-ID, X-Next-Row-Number)`.
+///
+/// Rows are filtered, grouped and sorted as light references; only the page's rows are rendered
+/// to JSON, so a page costs a sort of the workspace, not a rendering of all of it.
+fn build_page(
     data: &ReportData,
     q: &Query,
     requester: i64,
     tz: Tz,
     start_date: NaiveDate,
     end_date: NaiveDate,
-) -> Vec<Value> {
+) -> (Vec<Value>, Option<(i64, i64)>) {
     let day_start = |d: NaiveDate| -> DateTime<Utc> {
         let midnight = d.and_time(NaiveTime::MIN);
         tz.from_local_datetime(&midnight)
@@ -779,12 +782,23 @@ fn build_rows(
         if q.descending { ord.reverse() } else { ord }
     });
 
-    rows.iter()
+    // `first_id` (the first entry of a row) wins over `first_row_number`.
+    let by_id = q.first_id.and_then(|id| rows.iter().position(|r| r.first().id == id));
+    let by_number = q
+        .first_row_number
+        .map(|n| usize::try_from(n.max(1) - 1).unwrap_or(usize::MAX));
+    let start = by_id.or(by_number).unwrap_or(0).min(rows.len());
+    let end = start.saturating_add(q.page_size).min(rows.len());
+    let next = rows
+        .get(end)
+        .map(|row| (row.first().id, i64::try_from(end + 1).unwrap_or(i64::MAX)));
+    let page = rows[start..end]
+        .iter()
         .enumerate()
         .map(|(i, row)| {
             render_row(
                 row,
-                i + 1,
+                start + i + 1,
                 data,
                 q,
                 tz,
@@ -795,7 +809,8 @@ fn build_rows(
                 &tags,
             )
         })
-        .collect()
+        .collect();
+    (page, next)
 }
 
 #[allow(clippy::too_many_arguments)] // lookups built once per request
@@ -874,23 +889,6 @@ fn render_row(
         "row_number": row_number,
         "time_entries": entries,
     })
-}
-
-/// The requested page and, unless it is the last, `(X-Next-ID, X-Next-Row-Number)`.
-fn paginate(rows: &[Value], q: &Query) -> (Vec<Value>, Option<(i64, i64)>) {
-    let first_entry_id = |row: &Value| row["time_entries"][0]["id"].as_i64();
-    let by_id = q
-        .first_id
-        .and_then(|id| rows.iter().position(|r| first_entry_id(r) == Some(id)));
-    let by_number = q
-        .first_row_number
-        .map(|n| usize::try_from(n.max(1) - 1).unwrap_or(usize::MAX));
-    let start = by_id.or(by_number).unwrap_or(0).min(rows.len());
-    let end = start.saturating_add(q.page_size).min(rows.len());
-    let next = rows
-        .get(end)
-        .and_then(|row| Some((first_entry_id(row)?, row["row_number"].as_i64()?)));
-    (rows[start..end].to_vec(), next)
 }
 
 #[cfg(test)]
