@@ -783,7 +783,9 @@ fn build_page(
     });
 
     // `first_id` (the first entry of a row) wins over `first_row_number`.
-    let by_id = q.first_id.and_then(|id| rows.iter().position(|r| r.first().id == id));
+    let by_id = q
+        .first_id
+        .and_then(|id| rows.iter().position(|r| r.first().id == id));
     let by_number = q
         .first_row_number
         .map(|n| usize::try_from(n.max(1) - 1).unwrap_or(usize::MAX));
