@@ -44,7 +44,6 @@
 
 pub mod filter;
 pub mod lookup;
-pub mod request;
 pub mod rules;
 pub mod runs;
 pub mod template;

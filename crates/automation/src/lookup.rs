@@ -21,7 +21,7 @@ use serde_json::Value;
 use toggl_connect_client::{Client, ClientError};
 use toggl_connect_definition::{Connector, Operation, ParamType, Params, Resource};
 
-use crate::request::{to_api_request, to_client_pagination};
+use toggl_connect_client::{api_request, client_pagination};
 
 /// Most listed records read while looking for a created record.
 const MAX_LOOKUP_RECORDS: usize = 10_000;
@@ -202,9 +202,9 @@ impl<'a> LookupPlan<'a> {
                 }
             })
         };
-        let req = to_api_request(&rendered);
+        let req = api_request(&rendered);
         if let Some(p) = &rendered.pagination {
-            let stream = client.paginate(req, to_client_pagination(p));
+            let stream = client.paginate(req, client_pagination(p, rendered.body.as_ref())?);
             futures::pin_mut!(stream);
             let mut seen = 0usize;
             while let Some(item) = stream.try_next().await? {

@@ -34,9 +34,9 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::lookup::{LookupError, LookupPlan};
-use crate::request::to_api_request;
 use crate::rules::{RunPlan, StepSpec, StepTarget};
 use crate::template::Template;
+use toggl_connect_client::api_request;
 
 /// Header carrying the HMAC-SHA256 signature of an `http` step's body (Toggl's scheme).
 pub const SIGNATURE_HEADER: &str = "X-Webhook-Signature-256";
@@ -424,7 +424,7 @@ impl Worker {
             Ok(r) => r,
             Err(error) => return Outcome::Fatal { error },
         };
-        let req = to_api_request(&rendered);
+        let req = api_request(&rendered);
         if let Some(until) = self.quota_wait(&req) {
             return Outcome::WaitQuota {
                 until,
