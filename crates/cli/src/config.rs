@@ -6,8 +6,11 @@
 
 use std::path::{Path, PathBuf};
 
+use std::time::Duration;
+
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
+use toggl_connect_client::ClientConfig;
 
 /// The whole file.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -51,6 +54,19 @@ impl Default for TogglConfig {
             max_quota_wait_secs: 900,
             request_timeout_secs: 60,
         }
+    }
+}
+
+impl TogglConfig {
+    /// Client settings for `token` from `[toggl]`: `api_url` (unless `api_url_override` is given),
+    /// pacing, quota wait and timeout. Every command that talks to Toggl builds its client here.
+    pub fn client_config(&self, token: String, api_url_override: Option<&str>) -> ClientConfig {
+        let mut c = ClientConfig::with_token(token)
+            .base_url(api_url_override.unwrap_or(&self.api_url).to_owned());
+        c.pacing = (self.pacing_ms > 0).then(|| Duration::from_millis(self.pacing_ms));
+        c.max_quota_wait = Duration::from_secs(self.max_quota_wait_secs);
+        c.request_timeout = Duration::from_secs(self.request_timeout_secs.max(1));
+        c
     }
 }
 

@@ -6,12 +6,11 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
 use serde_json::Value;
-use toggl_connect_client::{ApiRequest, Client, ClientConfig, ClientError, OperationOutput};
+use toggl_connect_client::{ApiRequest, Client, ClientError, OperationOutput};
 use toggl_connect_definition::{Connector, Operation, Params, RenderedRequest, Resource};
 
 use crate::config;
@@ -128,13 +127,13 @@ pub fn connect(api: &ApiArgs) -> Result<Client, Reported> {
             ),
         ));
     };
-    let toggl = &loaded.config.toggl;
-    let mut cfg = ClientConfig::with_token(token)
-        .base_url(api.api_url.clone().unwrap_or_else(|| toggl.api_url.clone()));
-    cfg.pacing =
-        (!api.no_pacing && toggl.pacing_ms > 0).then(|| Duration::from_millis(toggl.pacing_ms));
-    cfg.max_quota_wait = Duration::from_secs(toggl.max_quota_wait_secs);
-    cfg.request_timeout = Duration::from_secs(toggl.request_timeout_secs.max(1));
+    let mut cfg = loaded
+        .config
+        .toggl
+        .client_config(token, api.api_url.as_deref());
+    if api.no_pacing {
+        cfg.pacing = None;
+    }
     Client::new(cfg).map_err(|e| fail(e, None))
 }
 

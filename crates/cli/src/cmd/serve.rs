@@ -13,7 +13,7 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 use serde_json::Value;
 use toggl_connect_automation::{RuleSet, Worker, WorkerConfig, budget_text};
-use toggl_connect_client::{ApiRequest, Client, ClientConfig};
+use toggl_connect_client::{ApiRequest, Client};
 use toggl_connect_definition::Connector;
 use toggl_connect_store::NewJob;
 use toggl_connect_store::{EventSource, Store};
@@ -88,14 +88,6 @@ pub fn run(args: ServeArgs, out: &mut dyn Write) -> anyhow::Result<u8> {
 
 /// Longest in-call wait for a quota reset in `serve` (see where the client is built).
 const SERVE_MAX_QUOTA_WAIT: Duration = Duration::from_secs(5);
-
-fn client_config(cfg: &Config, base_url: &str, token: &str) -> ClientConfig {
-    let mut c = ClientConfig::with_token(token.to_owned()).base_url(base_url.to_owned());
-    c.pacing = (cfg.toggl.pacing_ms > 0).then(|| Duration::from_millis(cfg.toggl.pacing_ms));
-    c.max_quota_wait = Duration::from_secs(cfg.toggl.max_quota_wait_secs);
-    c.request_timeout = Duration::from_secs(cfg.toggl.request_timeout_secs.max(1));
-    c
-}
 
 /// Starts everything and prints where things are.
 pub async fn start(
@@ -191,7 +183,7 @@ pub async fn start(
         .with_context(|| format!("opening store {}", redact_url(&cfg.serve.store)))?;
     // Serve never sleeps through an hourly reset inside a call: a rule step whose quota is spent
     // is rescheduled by the worker (without holding its lease), and a poll cycle is skipped.
-    let mut serve_client_config = client_config(&cfg, &api_url, &token);
+    let mut serve_client_config = cfg.toggl.client_config(token, Some(&api_url));
     serve_client_config.max_quota_wait =
         serve_client_config.max_quota_wait.min(SERVE_MAX_QUOTA_WAIT);
     let client = Client::new(serve_client_config)?;

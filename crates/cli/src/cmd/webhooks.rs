@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use http::Method;
 use serde_json::{Map, Value, json};
-use toggl_connect_client::{ApiRequest, Client, ClientConfig};
+use toggl_connect_client::{ApiRequest, Client};
 use toggl_connect_triggers::subscriptions::pack;
 
 use crate::config;
@@ -81,12 +81,14 @@ pub enum WebhooksCommand {
 }
 
 fn client(args: &WebhooksArgs) -> anyhow::Result<Client> {
+    let loaded = config::load(None)?;
     let token = config::api_token().context("TOGGL_API_TOKEN is not set")?;
-    let mut cfg = ClientConfig::with_token(token);
-    if let Some(url) = &args.api_url {
-        cfg = cfg.base_url(url.clone());
-    }
-    Ok(Client::new(cfg)?)
+    Ok(Client::new(
+        loaded
+            .config
+            .toggl
+            .client_config(token, args.api_url.as_deref()),
+    )?)
 }
 
 async fn workspace(args: &WebhooksArgs, client: &Client) -> anyhow::Result<i64> {
