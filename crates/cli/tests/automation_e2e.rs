@@ -39,21 +39,7 @@ async fn billing_receiver() -> (String, Arc<Mutex<Vec<(String, String)>>>) {
 
 fn rules_config(lead: i64, billing_url: &str) -> String {
     format!(
-        r#"
-[[rules]]
-name = "project-kickoff"
-on = "project_created"
-
-[[rules.do]]
-name = "add_lead"
-action = "add-project-member"
-with = {{ workspace_id = "{{{{event.payload.workspace_id}}}}", project_id = "{{{{event.payload.id}}}}", user_id = {lead} }}
-
-[[rules.do]]
-name = "create_task"
-action = "create-task"
-with = {{ workspace_id = "{{{{event.payload.workspace_id}}}}", project_id = "{{{{event.payload.id}}}}", name = "Kickoff" }}
-
+        r#"{}
 [[rules]]
 name = "tag-unassigned"
 on = "time_entry_stopped"
@@ -72,7 +58,8 @@ on = "time_entry_stopped"
 name = "billing"
 http = "{billing_url}"
 secret_env = "BILLING_WEBHOOK_SECRET"
-"#
+"#,
+        kickoff_rule(lead)
     )
 }
 
@@ -139,10 +126,7 @@ async fn members(api: &Api, pid: i64, user: i64) -> usize {
 }
 
 fn verify(secret: &str, body: &str, header: &str) -> bool {
-    use hmac::Mac;
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("key");
-    mac.update(body.as_bytes());
-    header == format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    header == sign(secret, body)
 }
 
 fn listen_addr() -> String {
@@ -221,13 +205,7 @@ async fn rules_run_against_the_sandbox_once_each() {
         .expect("subs")
         .pop()
         .expect("sub");
-    let sig = {
-        use hmac::Mac;
-        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(sub.secret.expose().as_bytes())
-            .expect("key");
-        mac.update(created.envelope.as_bytes());
-        format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
-    };
+    let sig = sign(sub.secret.expose(), &created.envelope);
     let receiver = serve.receiver_url();
     for _ in 0..3 {
         let r = reqwest::Client::new()

@@ -38,27 +38,7 @@ async fn a_hundred_events_finish_within_the_quota() {
     let admin = Api::new(&sb);
     let (dir, store) = temp_store();
     let config = dir.path().join("rules.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[[rules]]
-name = "project-kickoff"
-on = "project_created"
-
-[[rules.do]]
-name = "add_lead"
-action = "add-project-member"
-with = {{ workspace_id = "{{{{event.payload.workspace_id}}}}", project_id = "{{{{event.payload.id}}}}", user_id = {lead} }}
-
-[[rules.do]]
-name = "create_task"
-action = "create-task"
-with = {{ workspace_id = "{{{{event.payload.workspace_id}}}}", project_id = "{{{{event.payload.id}}}}", name = "Kickoff" }}
-"#
-        ),
-    )
-    .expect("config");
+    std::fs::write(&config, kickoff_rule(lead)).expect("config");
     let listen = format!("127.0.0.1:{}", free_port());
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_toggl-connect"));
     cmd.arg("serve")

@@ -52,13 +52,7 @@ async fn webhook_roundtrip_on_the_free_plan() {
         .expect("our subscription");
     let receiver = serve.receiver_url();
     let body = stored[0].envelope.clone();
-    let sig = {
-        use hmac::Mac;
-        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(sub.secret.expose().as_bytes())
-            .expect("key");
-        mac.update(body.as_bytes());
-        format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
-    };
+    let sig = sign(sub.secret.expose(), &body);
     let http = reqwest::Client::new();
     for _ in 0..5 {
         let r = http

@@ -237,3 +237,35 @@ pub fn free_port() -> u16 {
         .expect("addr")
         .port()
 }
+
+/// The `X-Webhook-Signature-256` value for `body` signed with `secret` (Toggl's scheme), computed
+/// here independently of the code under test.
+pub fn sign(secret: &str, body: &str) -> String {
+    use hmac::Mac;
+    let mut mac =
+        hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
+    mac.update(body.as_bytes());
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// The issue's first example rule: on a new project, add `lead` as a member and create a
+/// Kickoff task.
+pub fn kickoff_rule(lead: i64) -> String {
+    format!(
+        r#"
+[[rules]]
+name = "project-kickoff"
+on = "project_created"
+
+[[rules.do]]
+name = "add_lead"
+action = "add-project-member"
+with = {{ workspace_id = "{{{{event.payload.workspace_id}}}}", project_id = "{{{{event.payload.id}}}}", user_id = {lead} }}
+
+[[rules.do]]
+name = "create_task"
+action = "create-task"
+with = {{ workspace_id = "{{{{event.payload.workspace_id}}}}", project_id = "{{{{event.payload.id}}}}", name = "Kickoff" }}
+"#
+    )
+}
