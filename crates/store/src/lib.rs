@@ -66,10 +66,10 @@ use serde_json::Value;
 
 pub use error::{BoxError, StoreError};
 pub use types::{
-    AttemptOutcome, AttemptRecord, DEFAULT_LIST_LIMIT, EntityState, EventFilter, EventSource,
-    InsertOutcome, Job, JobDetail, JobFilter, JobStatus, MAX_LIST_LIMIT, MIN_EVENT_RETENTION,
-    NewEvent, NewJob, PruneCounts, RetentionPolicy, Secret, StepResult, StoreOptions, StoreStats,
-    StoredEvent, Subscription,
+    AttemptOutcome, AttemptRecord, DEFAULT_LIST_LIMIT, Derive, Derived, EntityState, EventFilter,
+    EventSource, InsertOutcome, Job, JobDetail, JobFilter, JobStatus, MAX_LIST_LIMIT,
+    MIN_EVENT_RETENTION, NewEvent, NewJob, PruneCounts, RetentionPolicy, Secret, StepResult,
+    StoreOptions, StoreStats, StoredEvent, Subscription,
 };
 
 /// The store. Cheap to clone: every clone shares the same connections.
@@ -141,7 +141,22 @@ impl Store {
     /// transaction, upserts `entity_state` and enqueues `jobs`. Resolves after a durable commit.
     pub async fn insert_event(&self, event: NewEvent) -> Result<InsertOutcome, StoreError> {
         event.validate()?;
-        dispatch!(self, s => s.insert_event(event))
+        dispatch!(self, s => s.insert_event(event, None))
+    }
+
+    /// Stores an event whose triggers and jobs depend on the entity's previous state: `derive`
+    /// runs inside the write transaction, after the dedupe check, with the state stored for
+    /// `event.entity` / `event.entity_id`, and its answer replaces `event.trigger` and
+    /// `event.jobs` (or refuses the event as [`Derived::AlreadyStored`]). Reading the state in
+    /// the same transaction closes the race between two concurrent deliveries for one entity
+    /// and saves a separate read.
+    pub async fn insert_event_derived(
+        &self,
+        event: NewEvent,
+        derive: Derive,
+    ) -> Result<InsertOutcome, StoreError> {
+        event.validate()?;
+        dispatch!(self, s => s.insert_event(event, Some(derive)))
     }
 
     /// The latest state stored for an entity, with its `at`.

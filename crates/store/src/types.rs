@@ -128,13 +128,40 @@ impl NewEvent {
 /// What [`crate::Store::insert_event`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InsertOutcome {
-    /// The event's row id (the existing row's id for a duplicate).
+    /// The event's row id (the existing row's id for a duplicate; 0 when
+    /// [`Derived::AlreadyStored`] refused it).
     pub id: i64,
-    /// True when the dedupe key was already stored: nothing was written.
+    /// True when the dedupe key was already stored, or the derivation said this version was:
+    /// nothing was written.
     pub duplicate: bool,
     /// Ids of the jobs enqueued with the event, in the order given (empty for a duplicate).
     pub job_ids: Vec<i64>,
+    /// The triggers stored with the event (the derivation's, for a derived insert); empty for
+    /// a duplicate.
+    pub trigger: String,
 }
+
+/// What an event becomes once the entity's previous state is known. Returned by a [`Derive`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Derived {
+    /// Store it, firing these triggers (space-separated) and enqueuing these jobs.
+    Store {
+        /// Replaces [`NewEvent::trigger`].
+        trigger: String,
+        /// Replace [`NewEvent::jobs`].
+        jobs: Vec<NewJob>,
+    },
+    /// This version of the entity is already stored (another path brought the same change):
+    /// acknowledge it as a duplicate and write nothing.
+    AlreadyStored,
+}
+
+/// Decides an event's triggers and jobs from the entity's previously stored state (`None` when
+/// there is none). [`crate::Store::insert_event_derived`] calls it inside the write transaction
+/// that stores the event, after the dedupe check, so that two deliveries of one entity are
+/// classified one after the other, each against the state the other left. It may be called
+/// more than once for one event (a failed batch is retried event by event): it must be pure.
+pub type Derive = std::sync::Arc<dyn Fn(Option<&Value>) -> Derived + Send + Sync>;
 
 /// An event as stored.
 #[derive(Debug, Clone, PartialEq)]

@@ -49,6 +49,9 @@ suite!(
     group_commit_batches_concurrent_inserts,
     concurrent_inserts_keep_their_jobs_and_newest_state,
     one_bad_event_does_not_fail_its_batch,
+    derived_insert_sees_the_previous_state_and_sets_triggers_and_jobs,
+    concurrent_derived_inserts_of_one_entity_each_see_the_one_before,
+    derived_insert_can_refuse_a_version_already_stored,
 );
 
 mod cases {
@@ -57,9 +60,11 @@ mod cases {
 
     use chrono::Utc;
     use serde_json::json;
+    use std::sync::Arc;
+
     use toggl_connect_store::{
-        AttemptOutcome, AttemptRecord, EntityState, EventFilter, EventSource, JobFilter, JobStatus,
-        RetentionPolicy, Secret, StoreError, Subscription,
+        AttemptOutcome, AttemptRecord, Derive, Derived, EntityState, EventFilter, EventSource,
+        JobFilter, JobStatus, RetentionPolicy, Secret, StoreError, Subscription,
     };
 
     use crate::common::{Kind, TestStore, at, event, eventually, job};
@@ -992,6 +997,135 @@ mod cases {
             .expect("stored");
         assert_eq!(when, at(5_047));
         assert_eq!(state, json!({"version": 41}));
+    }
+
+    /// A derivation naming the `seq` of the state it was shown (`none` without one).
+    fn after_previous() -> Derive {
+        Arc::new(|previous: Option<&serde_json::Value>| Derived::Store {
+            trigger: match previous {
+                Some(p) => format!("after_{}", p["seq"]),
+                None => "after_none".into(),
+            },
+            jobs: vec![job("derived", 3)],
+        })
+    }
+
+    pub async fn derived_insert_sees_the_previous_state_and_sets_triggers_and_jobs(t: TestStore) {
+        let s = &t.store;
+        let mut first = event(40_001);
+        first.trigger = "ignored".into();
+        first.entity_state = Some(EntityState {
+            state: json!({"seq": 1}),
+            at: at(6_000),
+        });
+        let o1 = s
+            .insert_event_derived(first.clone(), after_previous())
+            .await
+            .expect("first");
+        assert!(!o1.duplicate);
+        assert_eq!(o1.trigger, "after_none");
+        assert_eq!(o1.job_ids.len(), 1);
+        let mut second = event(40_002);
+        second.entity_state = Some(EntityState {
+            state: json!({"seq": 2}),
+            at: at(6_001),
+        });
+        let o2 = s
+            .insert_event_derived(second, after_previous())
+            .await
+            .expect("second");
+        assert_eq!(o2.trigger, "after_1");
+        let stored = s.get_event(o2.id).await.expect("get").expect("stored");
+        assert_eq!(stored.trigger, "after_1");
+        let job = s
+            .get_job(o2.job_ids[0])
+            .await
+            .expect("get job")
+            .expect("job")
+            .job;
+        assert_eq!((job.event_row_id, job.rule.as_str()), (o2.id, "derived"));
+        // A redelivery is a duplicate before any derivation: nothing new, same row.
+        let again = s
+            .insert_event_derived(first, after_previous())
+            .await
+            .expect("again");
+        assert!(again.duplicate);
+        assert_eq!((again.id, again.trigger.as_str()), (o1.id, ""));
+        assert_eq!(
+            s.list_events(EventFilter::default())
+                .await
+                .expect("list")
+                .len(),
+            2
+        );
+    }
+
+    pub async fn concurrent_derived_inserts_of_one_entity_each_see_the_one_before(t: TestStore) {
+        // Every state has the same `at`, so each insert replaces the state; when reading and
+        // writing are one transaction, each derivation sees exactly the state of one other event
+        // (or none), and no two see the same one. A separate read before the write would let
+        // two concurrent deliveries both see the same predecessor.
+        let tasks: Vec<_> = (0..32i64)
+            .map(|i| {
+                let store = t.store.clone();
+                tokio::spawn(async move {
+                    let mut e = event(41_000 + i);
+                    e.entity_state = Some(EntityState {
+                        state: json!({"seq": i}),
+                        at: at(7_000),
+                    });
+                    store
+                        .insert_event_derived(e, after_previous())
+                        .await
+                        .expect("insert")
+                })
+            })
+            .collect();
+        let mut seen = HashSet::new();
+        for task in tasks {
+            let out = task.await.expect("join");
+            assert!(!out.duplicate);
+            assert!(
+                seen.insert(out.trigger.clone()),
+                "{} seen twice",
+                out.trigger
+            );
+        }
+        assert!(seen.contains("after_none"));
+        assert_eq!(seen.len(), 32);
+    }
+
+    pub async fn derived_insert_can_refuse_a_version_already_stored(t: TestStore) {
+        let s = &t.store;
+        let mut e = event(42_001);
+        e.entity_state = Some(EntityState {
+            state: json!({"seq": 9}),
+            at: at(8_000),
+        });
+        s.insert_event(e).await.expect("first");
+        let refuse: Derive = Arc::new(|previous: Option<&serde_json::Value>| {
+            if previous.is_some_and(|p| p["seq"] == 9) {
+                Derived::AlreadyStored
+            } else {
+                Derived::Store {
+                    trigger: "x".into(),
+                    jobs: Vec::new(),
+                }
+            }
+        });
+        let out = s
+            .insert_event_derived(event(42_002), refuse)
+            .await
+            .expect("refused");
+        assert!(out.duplicate);
+        assert_eq!(out.id, 0);
+        assert_eq!(
+            s.list_events(EventFilter::default())
+                .await
+                .expect("list")
+                .len(),
+            1
+        );
     }
 
     pub async fn one_bad_event_does_not_fail_its_batch(t: TestStore) {

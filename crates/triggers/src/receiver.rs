@@ -25,7 +25,9 @@ use axum::{Json, Router};
 use chrono::Utc;
 use parking_lot::RwLock;
 use serde_json::{Value, json};
-use toggl_connect_store::{EntityState, EventSource, NewEvent, NewJob, Store, StoreError};
+use toggl_connect_store::{
+    Derive, Derived, EntityState, EventSource, NewEvent, NewJob, Store, StoreError,
+};
 use tokio::sync::broadcast;
 
 use crate::classify::{Classification, classify};
@@ -210,6 +212,10 @@ impl Receiver {
     }
 
     /// Classifies and stores one verified event. Returns the row id and whether it was a duplicate.
+    ///
+    /// Classification needs the entity's previous state, so it runs inside the store's write
+    /// transaction ([`Store::insert_event_derived`]): two deliveries for one entity are classified
+    /// one after the other, and there is no separate read.
     pub async fn store_event(
         &self,
         event: &Event,
@@ -217,31 +223,11 @@ impl Receiver {
         source: EventSource,
         dedupe_key: Option<String>,
     ) -> Result<(i64, bool), StoreError> {
-        let previous = match event.entity_id {
-            Some(id) => self.store.get_entity_state(&event.entity, id).await?,
-            None => None,
-        };
-        // The same version already arrived by another path (catch-up or polling stored it, and
-        // now Toggl's retried delivery brings it): one change is one event.
-        if source == EventSource::Webhook
-            && previous
-                .as_ref()
-                .is_some_and(|(state, _)| same_version(state, &event.payload))
-        {
-            self.metrics.duplicate();
-            tracing::debug!(
-                event_id = event.event_id,
-                "version already stored by catch-up or polling"
-            );
-            return Ok((0, true));
-        }
-        let classification = classify(event, previous.as_ref().map(|(state, _)| state));
-        let envelope_value: Value = serde_json::from_str(raw_envelope).unwrap_or(Value::Null);
-        let jobs = self
+        // The rules see the whole envelope; parse it only when there are rules to see it.
+        let envelope_value = self
             .planner
             .as_ref()
-            .map(|p| p.plan(event, &classification, &envelope_value))
-            .unwrap_or_default();
+            .map(|_| serde_json::from_str::<Value>(raw_envelope).unwrap_or(Value::Null));
         let entity_state = event.entity_id.is_some().then(|| EntityState {
             state: event.payload.clone(),
             at: event
@@ -251,40 +237,78 @@ impl Receiver {
                 .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
                 .map_or_else(Utc::now, |t| t.with_timezone(&Utc)),
         });
-        let triggers: Vec<String> = classification.all().map(str::to_owned).collect();
-        let job_count = jobs.len();
+        let derive = derivation(
+            Arc::new(event.clone()),
+            source,
+            self.planner.clone(),
+            envelope_value,
+        );
         let started = Instant::now();
         let outcome = self
             .store
-            .insert_event(NewEvent {
-                event_id: event.event_id,
-                subscription_id: event.subscription_id,
-                workspace_id: event.workspace_id,
-                entity: event.entity.clone(),
-                action: event.action.clone(),
-                trigger: triggers.join(" "),
-                entity_id: event.entity_id,
-                received_at: Utc::now(),
-                envelope: raw_envelope.to_owned(),
-                source,
-                dedupe_key,
-                entity_state,
-                jobs,
-            })
+            .insert_event_derived(
+                NewEvent {
+                    event_id: event.event_id,
+                    subscription_id: event.subscription_id,
+                    workspace_id: event.workspace_id,
+                    entity: event.entity.clone(),
+                    action: event.action.clone(),
+                    trigger: String::new(),
+                    entity_id: event.entity_id,
+                    received_at: Utc::now(),
+                    envelope: raw_envelope.to_owned(),
+                    source,
+                    dedupe_key,
+                    entity_state,
+                    jobs: Vec::new(),
+                },
+                derive,
+            )
             .await?;
         self.metrics.store_latency(started.elapsed());
         if outcome.duplicate {
             self.metrics.duplicate();
+            if outcome.id == 0 {
+                tracing::debug!(
+                    event_id = event.event_id,
+                    "version already stored by catch-up or polling"
+                );
+            }
         } else {
             self.metrics.stored();
             let _ = self.notices.send(StoredNotice {
                 id: outcome.id,
-                triggers,
-                jobs: job_count,
+                triggers: outcome.trigger.split(' ').map(str::to_owned).collect(),
+                jobs: outcome.job_ids.len(),
             });
         }
         Ok((outcome.id, outcome.duplicate))
     }
+}
+
+/// What the store runs, in its write transaction, once the entity's previous state is known:
+/// refuse a webhook that brings a version catch-up or polling already stored (one change is one
+/// event), else classify against the previous state and plan the rules' jobs.
+fn derivation(
+    event: Arc<Event>,
+    source: EventSource,
+    planner: Option<Arc<dyn JobPlanner>>,
+    envelope: Option<Value>,
+) -> Derive {
+    Arc::new(move |previous: Option<&Value>| {
+        if source == EventSource::Webhook
+            && previous.is_some_and(|state| same_version(state, &event.payload))
+        {
+            return Derived::AlreadyStored;
+        }
+        let classification = classify(&event, previous);
+        let jobs = match (&planner, &envelope) {
+            (Some(planner), Some(envelope)) => planner.plan(&event, &classification, envelope),
+            _ => Vec::new(),
+        };
+        let trigger = classification.all().collect::<Vec<_>>().join(" ");
+        Derived::Store { trigger, jobs }
+    })
 }
 
 /// Whether `incoming` (a webhook payload) is the version of the entity we already stored.
