@@ -877,7 +877,10 @@ impl PgStore {
                 .build()
                 .map_err(|e| StoreError::Config(format!("building the connection pool: {e}")))
         };
-        let pool = make_pool(options.pool_size, "")?;
+        // `pool_size` is the instance's whole budget: the insert batchers' connections come
+        // out of it.
+        let batchers = batcher_count(options.pool_size);
+        let pool = make_pool(options.pool_size.saturating_sub(batchers).max(1), "")?;
         let mut client = get_client(&pool).await?;
         migrate(&mut client, options.schema.as_deref(), migrations::POSTGRES).await?;
         drop(client);
@@ -889,7 +892,7 @@ impl PgStore {
             // table autovacuum has not analysed yet) keeps scanning it sequentially as it
             // grows: seen as 25% of the server's CPU in `dedupe_key = ANY($1)` seq scans and
             // the receiver at 0.16 of pgbench. Index lookups are right at every size here.
-            make_pool(batcher_count(options.pool_size), "-c enable_seqscan=off")?,
+            make_pool(batchers, "-c enable_seqscan=off")?,
             counters.clone(),
             queue,
             options.max_batch.max(1),

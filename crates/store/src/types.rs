@@ -539,7 +539,8 @@ impl StoreStats {
 /// Tuning for [`crate::Store::open`]. `Default` is sensible for both backends.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
-    /// PostgreSQL: maximum pooled connections.
+    /// PostgreSQL: most connections opened in all: a quarter of them (1 to 4) for the event
+    /// insert batchers, the rest pooled for everything else.
     pub pool_size: usize,
     /// PostgreSQL: TCP connect timeout; also how long to wait for a free pooled connection.
     pub connect_timeout: Duration,
