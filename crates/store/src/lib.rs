@@ -1,16 +1,16 @@
 //! Durable state for toggl-connect: webhook events, jobs with leases, subscriptions,
 //! checkpoints and leader leases, behind one [`Store`] with two backends.
 //!
-//! * **SQLite** (`sqlite://PATH`, default; `sqlite::memory:` for tests): WAL journal with
-//!   `synchronous=FULL`, so a transaction is on disk (the WAL is fsynced) when `COMMIT`
-//!   returns. One writer thread owns the write connection and folds every write request
-//!   waiting in its queue into one transaction (group commit): many concurrent inserts share
-//!   one fsync, so throughput does not collapse to the disk's flush rate. Reads use a small pool
-//!   of read-only connections.
+//! * **SQLite** (`sqlite://PATH`, default; `sqlite::memory:` for tests): WAL journal. One
+//!   writer thread owns the write connection and folds every write request waiting in its
+//!   queue into one transaction (group commit); a syncer thread fsyncs the WAL once for every
+//!   batch committed meanwhile and only then answers the callers, so a write is on disk when
+//!   its call returns, many concurrent inserts share one fsync, and the writer never waits for
+//!   the disk. Reads use a small pool of read-only connections.
 //! * **PostgreSQL** (`postgres://...`): a deadpool pool, ordinary transactions, jobs claimed
 //!   with `FOR UPDATE SKIP LOCKED`, leases timed by the server's clock so several instances
-//!   agree. Concurrent event inserts are batched into a few multi-row statements in one
-//!   transaction (the same group commit, one round trip set per batch).
+//!   agree. Concurrent event inserts are batched by batchers on their own thread into one
+//!   transaction of two pipelined round trips (the same group commit).
 //!
 //! Invariants:
 //! * a write's future resolves `Ok` only after its transaction committed durably; callers may

@@ -509,9 +509,10 @@ pub struct PruneCounts {
 /// Counters since the store was opened (per process).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct StoreStats {
-    /// Write transactions committed.
+    /// Durable flushes: SQLite WAL fsyncs (each covering every batch committed since the last),
+    /// PostgreSQL commits.
     pub commits: u64,
-    /// Write requests carried by those commits (SQLite: group commit batches many).
+    /// Write requests carried by those flushes (group commit puts many in one).
     pub writes: u64,
     /// Largest number of write requests in one commit.
     pub max_writes_per_commit: u64,

@@ -2,10 +2,10 @@
 //! the same run.
 //!
 //! The real receiver router (`toggl_connect_triggers::receiver::router`) stores into a temporary
-//! SQLite file (WAL, `synchronous=FULL`: every acknowledged event is fsynced). Each request is
+//! SQLite file (WAL, fsynced by the store's syncer: every acknowledged event is on disk). Each request is
 //! a Toggl-shaped `time_entry` delivery with a distinct `event_id`, signed with
 //! `toggl_connect_triggers::signature::sign`; entity ids cycle over `--entities`, so part of
-//! the deliveries find a previous entity state (classification reads it) and every one upserts
+//! the deliveries find a previous entity state (classification, in the insert's transaction, reads it) and every one upserts
 //! it. Measured:
 //! 1. the maximum rate (closed loop, `--connections` clients), alternating receiver and bare
 //!    server for `--rounds` rounds → ratio (target ≥ 0.35);
