@@ -556,7 +556,8 @@ enum Planned {
 /// Stores a batch in one transaction with two pipelined round trips: `BEGIN`, the entity locks
 /// and the read of the entity states go together; then the derivations run here in batch order
 /// (each seeing the state the earlier events of the batch leave), and one statement writing
-/// events, entity states and jobs goes with `COMMIT`.
+/// events, entity states and jobs goes with `COMMIT`. A batch without derivations is that one
+/// statement alone.
 async fn insert_batch(
     pool: &Pool,
     batch: &[&InsertRequest],
@@ -590,26 +591,22 @@ async fn insert_batch_on(
     let lock_entity: Vec<&str> = lock_keys.iter().map(|k| k.0).collect();
     let lock_id: Vec<i64> = lock_keys.iter().map(|k| k.1).collect();
 
-    // In this order on the server: the lock first, then the states, so the read sees what a
-    // batch we waited for committed.
-    let (_, _, state_rows) = tokio::try_join!(
-        client.batch_execute("BEGIN"),
-        async {
-            if lock_keys.is_empty() {
-                Ok(Vec::new())
-            } else {
-                client.query(&stmts.lock, &[&lock_entity, &lock_id]).await
-            }
-        },
-        async {
-            if lock_keys.is_empty() {
-                Ok(Vec::new())
-            } else {
-                client.query(&stmts.states, &[&lock_entity, &lock_id]).await
-            }
-        },
-    )
-    .ctx("reading before an insert batch")?;
+    // Without derivations nothing is read first, and the one write statement is its own
+    // (atomic) transaction: one round trip. With them, in this order on the server: the lock
+    // first, then the states, so the read sees what a batch we waited for committed.
+    let in_transaction = !lock_keys.is_empty();
+    let state_rows = if in_transaction {
+        let params: [&(dyn ToSql + Sync); 2] = [&lock_entity, &lock_id];
+        let (_, _, rows) = tokio::try_join!(
+            client.batch_execute("BEGIN"),
+            client.query(&stmts.lock, &params),
+            client.query(&stmts.states, &params),
+        )
+        .ctx("reading before an insert batch")?;
+        rows
+    } else {
+        Vec::new()
+    };
     let mut states: HashMap<(String, i64), (Value, DateTime<Utc>)> = HashMap::new();
     for row in &state_rows {
         states.insert((get(row, 0)?, get(row, 1)?), (get(row, 2)?, get(row, 3)?));
@@ -764,7 +761,13 @@ async fn insert_batch_on(
                 )
                 .await
         },
-        client.batch_execute("COMMIT"),
+        async {
+            if in_transaction {
+                client.batch_execute("COMMIT").await
+            } else {
+                Ok(())
+            }
+        },
     )
     .ctx("writing an insert batch")?;
     let mut new_ids: HashMap<String, i64> = HashMap::new();
