@@ -453,7 +453,7 @@ impl Counters {
         self.jobs_claimed.fetch_add(n as u64, Ordering::Relaxed);
     }
 
-    fn snapshot(&self) -> StoreStats {
+    pub(crate) fn snapshot(&self) -> StoreStats {
         StoreStats {
             commits: self.commits.load(Ordering::Relaxed),
             writes: self.writes.load(Ordering::Relaxed),

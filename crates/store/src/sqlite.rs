@@ -1383,3 +1383,77 @@ impl SqliteStore {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A completion that reports what its caller would hear.
+    fn completion(tx: std::sync::mpsc::Sender<Result<(), String>>) -> Completion {
+        Box::new(move |error: Option<&StoreError>| {
+            let _ = tx.send(error.map_or(Ok(()), |e| Err(e.to_string())));
+        })
+    }
+
+    #[test]
+    fn batches_waiting_together_share_one_fsync_and_all_hear_success() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let wal = dir.path().join("db-wal");
+        std::fs::write(&wal, b"frames").expect("write wal");
+        let counters = Arc::new(Counters::default());
+        let (tx, rx) = std::sync::mpsc::sync_channel(8);
+        let (heard_tx, heard) = std::sync::mpsc::channel();
+        // Two batches queued before the syncer starts share one fsync.
+        for writes in [3, 2] {
+            tx.send(Synced {
+                writes,
+                completions: (0..writes).map(|_| completion(heard_tx.clone())).collect(),
+            })
+            .expect("queue");
+        }
+        drop(tx);
+        syncer_loop(wal, rx, counters.clone());
+        let answers: Vec<_> = heard.try_iter().collect();
+        assert_eq!(answers, vec![Ok(()); 5]);
+        let stats = counters.snapshot();
+        assert_eq!((stats.commits, stats.writes), (1, 5));
+    }
+
+    #[test]
+    fn after_a_failed_fsync_every_later_write_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // No WAL file: opening it fails, as a failing fsync would.
+        let wal = dir.path().join("missing-wal");
+        let counters = Arc::new(Counters::default());
+        let (tx, rx) = std::sync::mpsc::sync_channel(8);
+        let (heard_tx, heard) = std::sync::mpsc::channel();
+        let syncer = {
+            let counters = counters.clone();
+            let wal = wal.clone();
+            std::thread::spawn(move || syncer_loop(wal, rx, counters))
+        };
+        tx.send(Synced {
+            writes: 1,
+            completions: vec![completion(heard_tx.clone())],
+        })
+        .expect("queue");
+        let first = heard.recv().expect("first answer");
+        assert!(first.is_err(), "{first:?}");
+        // The file appears (the disk "recovers"): the store still refuses, because pages may
+        // have been dropped after the failure.
+        std::fs::write(&wal, b"frames").expect("write wal");
+        tx.send(Synced {
+            writes: 1,
+            completions: vec![completion(heard_tx)],
+        })
+        .expect("queue");
+        let second = heard.recv().expect("second answer");
+        assert!(
+            second.as_ref().is_err_and(|e| e.contains("earlier fsync")),
+            "{second:?}"
+        );
+        drop(tx);
+        syncer.join().expect("syncer");
+        assert_eq!(counters.snapshot().commits, 0);
+    }
+}
