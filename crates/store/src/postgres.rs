@@ -501,8 +501,8 @@ impl BatchStatements {
             ),
             // Everything else in one statement: the events (a key someone else stored is
             // skipped), the entity states and jobs of the events this statement inserted, and
-            // the ids of the keys that were already there (read from the statement's snapshot,
-            // which does not include its own inserts). Job ids come from one identity sequence
+            // the ids of the batch's keys ($24) that were already there (read from the
+            // statement's snapshot, which does not include its own inserts). Job ids come from one identity sequence
             // in `ord` order.
             client.prepare_cached(
                 "WITH ins AS ( \
@@ -530,7 +530,7 @@ impl BatchStatements {
                    WITH ORDINALITY AS u(k, r, s, n, p, pr, nb, ord) \
                    JOIN ins ON ins.dedupe_key = u.k ORDER BY u.ord RETURNING id, event_row_id) \
                  SELECT 0, id, dedupe_key, NULL::int8 FROM ins \
-                 UNION ALL SELECT 1, id, dedupe_key, NULL FROM events WHERE dedupe_key = ANY($1) \
+                 UNION ALL SELECT 1, id, dedupe_key, NULL FROM events WHERE dedupe_key = ANY($24) \
                  UNION ALL SELECT 2, id, NULL, event_row_id FROM jb"
             ),
         )
@@ -757,6 +757,7 @@ async fn insert_batch_on(
                         &j_payload,
                         &j_prio,
                         &j_nb,
+                        &keys,
                     ],
                 )
                 .await
@@ -806,7 +807,8 @@ async fn insert_batch_on(
         };
         let key = &keys[i];
         outcomes.push(match plan {
-            Planned::Refused => duplicate(0),
+            // A redelivery is a duplicate of its stored row, whatever its derivation said.
+            Planned::Refused => duplicate(old_ids.get(key).copied().unwrap_or(0)),
             Planned::Insert { trigger, .. } if new_ids.contains_key(key) => {
                 let id = new_ids[key];
                 InsertOutcome {

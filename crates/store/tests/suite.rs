@@ -52,6 +52,7 @@ suite!(
     derived_insert_sees_the_previous_state_and_sets_triggers_and_jobs,
     concurrent_derived_inserts_of_one_entity_each_see_the_one_before,
     derived_insert_can_refuse_a_version_already_stored,
+    a_redelivery_is_a_duplicate_of_its_row_whatever_its_derivation_says,
 );
 
 mod cases {
@@ -1126,6 +1127,39 @@ mod cases {
                 .len(),
             1
         );
+    }
+
+    pub async fn a_redelivery_is_a_duplicate_of_its_row_whatever_its_derivation_says(t: TestStore) {
+        // The receiver's derivation refuses a version already stored, and a redelivered event
+        // is exactly that: it must still come back as a duplicate of its own row.
+        let refuse_known: Derive = Arc::new(|previous: Option<&serde_json::Value>| {
+            if previous.is_some() {
+                Derived::AlreadyStored
+            } else {
+                Derived::Store {
+                    trigger: "first".into(),
+                    jobs: Vec::new(),
+                }
+            }
+        });
+        let mut e = event(43_001);
+        e.entity_state = Some(EntityState {
+            state: json!({"seq": 1}),
+            at: at(9_000),
+        });
+        let first = t
+            .store
+            .insert_event_derived(e.clone(), refuse_known.clone())
+            .await
+            .expect("first");
+        assert!(!first.duplicate);
+        let again = t
+            .store
+            .insert_event_derived(e, refuse_known)
+            .await
+            .expect("again");
+        assert!(again.duplicate);
+        assert_eq!(again.id, first.id);
     }
 
     pub async fn one_bad_event_does_not_fail_its_batch(t: TestStore) {
