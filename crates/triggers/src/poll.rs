@@ -202,6 +202,35 @@ pub struct Poller {
     source: EventSource,
 }
 
+/// What a listed item is to us: deleted when it says so, updated when we know the entity (or it
+/// was created before the window, or its id is not above the highest we have seen), else created.
+fn action_for(
+    id: i64,
+    item: &Value,
+    known: bool,
+    window_start: i64,
+    max_known: Option<i64>,
+) -> &'static str {
+    if deletion_time(item).is_some() {
+        return "deleted";
+    }
+    if known {
+        return "updated";
+    }
+    let created_before_window = item
+        .get("created_at")
+        .and_then(Value::as_str)
+        .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+        .is_some_and(|t| t.timestamp() < window_start);
+    if created_before_window {
+        return "updated";
+    }
+    match max_known {
+        Some(max) if id <= max => "updated",
+        _ => "created",
+    }
+}
+
 fn deletion_time(item: &Value) -> Option<&Value> {
     ["server_deleted_at", "deleted_at"]
         .iter()
@@ -282,16 +311,15 @@ impl Poller {
                 continue;
             };
             max_seen = Some(max_seen.map_or(id, |m| m.max(id)));
+            let known = self.receiver.store().get_entity_state(entity, id).await?;
             // Already known at this version or newer (a webhook brought it): nothing missed.
-            if let Some((state, _)) = self.receiver.store().get_entity_state(entity, id).await? {
-                if crate::receiver::not_newer(&state, item) && deletion_time(item).is_none() {
+            if let Some((state, _)) = &known {
+                if crate::receiver::not_newer(state, item) && deletion_time(item).is_none() {
                     report.duplicates += 1;
                     continue;
                 }
             }
-            let action = self
-                .action_for(entity, id, item, window_start, max_known)
-                .await?;
+            let action = action_for(id, item, known.is_some(), window_start, max_known);
             let version = item.get("at").map_or_else(String::new, |v| {
                 v.as_str().map_or_else(|| v.to_string(), str::to_owned)
             });
@@ -348,40 +376,6 @@ impl Poller {
             .set_checkpoint(&since_key, &started.to_string())
             .await?;
         Ok(())
-    }
-
-    async fn action_for(
-        &self,
-        entity: &str,
-        id: i64,
-        item: &Value,
-        window_start: i64,
-        max_known: Option<i64>,
-    ) -> Result<&'static str, StoreError> {
-        if deletion_time(item).is_some() {
-            return Ok("deleted");
-        }
-        if self
-            .receiver
-            .store()
-            .get_entity_state(entity, id)
-            .await?
-            .is_some()
-        {
-            return Ok("updated");
-        }
-        let created_before_window = item
-            .get("created_at")
-            .and_then(Value::as_str)
-            .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
-            .is_some_and(|t| t.timestamp() < window_start);
-        if created_before_window {
-            return Ok("updated");
-        }
-        Ok(match max_known {
-            Some(max) if id <= max => "updated",
-            _ => "created",
-        })
     }
 
     /// Polls every `plan.interval` until `shutdown` fires.
