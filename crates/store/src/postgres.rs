@@ -607,10 +607,16 @@ async fn insert_batch_on(
     } else {
         Vec::new()
     };
-    let mut states: HashMap<(String, i64), (Value, DateTime<Utc>)> = HashMap::new();
-    for row in &state_rows {
-        states.insert((get(row, 0)?, get(row, 1)?), (get(row, 2)?, get(row, 3)?));
-    }
+    let stored: Vec<(String, i64, Value, DateTime<Utc>)> = state_rows
+        .iter()
+        .map(|row| Ok((get(row, 0)?, get(row, 1)?, get(row, 2)?, get(row, 3)?)))
+        .collect::<Result<_, StoreError>>()?;
+    // Each entity's state as the next derivation must see it: the stored one, then moved
+    // forward by the batch's own events (newest `at` wins, as the upsert below does).
+    let mut latest: HashMap<(&str, i64), (&Value, DateTime<Utc>)> = stored
+        .iter()
+        .map(|(entity, id, state, at)| ((entity.as_str(), *id), (state, *at)))
+        .collect();
 
     // Plan each event in batch order, as one-by-one inserts would have seen them. An event
     // already stored by an earlier batch is planned too (the write skips it): checking first
@@ -631,8 +637,8 @@ async fn insert_batch_on(
             Some(derive) => {
                 let previous = ev
                     .entity_id
-                    .and_then(|id| states.get(&(ev.entity.clone(), id)))
-                    .map(|(v, _)| v);
+                    .and_then(|id| latest.get(&(ev.entity.as_str(), id)))
+                    .map(|(state, _)| *state);
                 match derive(previous) {
                     Derived::AlreadyStored => Planned::Refused,
                     Derived::Store { trigger, jobs } => {
@@ -645,15 +651,11 @@ async fn insert_batch_on(
         if let (Planned::Insert { .. }, Some(state), Some(entity_id)) =
             (&plan, &ev.entity_state, ev.entity_id)
         {
-            match states.entry((ev.entity.clone(), entity_id)) {
-                std::collections::hash_map::Entry::Occupied(mut o) => {
-                    if state.at >= o.get().1 {
-                        o.insert((state.state.clone(), state.at));
-                    }
-                }
-                std::collections::hash_map::Entry::Vacant(v) => {
-                    v.insert((state.state.clone(), state.at));
-                }
+            let slot = latest
+                .entry((ev.entity.as_str(), entity_id))
+                .or_insert((&state.state, state.at));
+            if state.at >= slot.1 {
+                *slot = (&state.state, state.at);
             }
         }
         plans.push(plan);
