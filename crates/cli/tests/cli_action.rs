@@ -11,22 +11,18 @@ fn create_task_lands_in_the_project() {
     let wid = env.wid();
     let projects = env.get(&format!("/workspaces/{wid}/projects"));
     let pid = projects[0]["id"].as_i64().expect("a seeded project");
-    let out = env
-        .cmd()
-        .args([
-            "action",
-            "create-task",
-            "-p",
-            &format!("workspace_id={wid}"),
-            "-p",
-            &format!("project_id={pid}"),
-            "-p",
-            "name=Write the docs",
-        ])
-        .args(["--format", "json"])
-        .output()
-        .expect("runs");
-    assert!(out.status.success(), "{}", stderr_of(&out));
+    let out = env.run_ok(&[
+        "action",
+        "create-task",
+        "-p",
+        &format!("workspace_id={wid}"),
+        "-p",
+        &format!("project_id={pid}"),
+        "-p",
+        "name=Write the docs",
+        "--format",
+        "json",
+    ]);
     let created = json_stdout(&out);
     let tasks = env.get(&format!("/workspaces/{wid}/projects/{pid}/tasks"));
     let task = tasks
@@ -43,40 +39,31 @@ fn start_and_stop_a_timer() {
     let env = Env::start();
     let wid = env.wid().to_string();
     let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
-    let out = env
-        .cmd()
-        .args([
-            "action",
-            "start-timer",
-            "-p",
-            &format!("workspace_id={wid}"),
-            "-p",
-            &format!("start={now}"),
-            "-p",
-            "description=Focus",
-        ])
-        .args(["--format", "json"])
-        .output()
-        .expect("runs");
-    assert!(out.status.success(), "{}", stderr_of(&out));
+    let out = env.run_ok(&[
+        "action",
+        "start-timer",
+        "-p",
+        &format!("workspace_id={wid}"),
+        "-p",
+        &format!("start={now}"),
+        "-p",
+        "description=Focus",
+        "--format",
+        "json",
+    ]);
     let id = json_stdout(&out)[0]["id"].as_i64().expect("id");
     let current = env.get("/me/time_entries/current");
     assert_eq!(current["id"], json!(id));
     assert_eq!(current["description"], json!("Focus"));
 
-    let out = env
-        .cmd()
-        .args([
-            "action",
-            "stop-timer",
-            "-p",
-            &format!("workspace_id={wid}"),
-            "-p",
-            &format!("id={id}"),
-        ])
-        .output()
-        .expect("runs");
-    assert!(out.status.success(), "{}", stderr_of(&out));
+    env.run_ok(&[
+        "action",
+        "stop-timer",
+        "-p",
+        &format!("workspace_id={wid}"),
+        "-p",
+        &format!("id={id}"),
+    ]);
     assert!(
         env.get("/me/time_entries/current").is_null(),
         "nothing runs"
@@ -88,19 +75,14 @@ fn start_and_stop_a_timer() {
 fn action_defaults_are_applied() {
     let env = Env::start();
     let wid = env.wid().to_string();
-    let out = env
-        .cmd()
-        .args([
-            "action",
-            "create-project",
-            "-p",
-            &format!("workspace_id={wid}"),
-            "-p",
-            "name=Defaults Check",
-        ])
-        .output()
-        .expect("runs");
-    assert!(out.status.success(), "{}", stderr_of(&out));
+    env.run_ok(&[
+        "action",
+        "create-project",
+        "-p",
+        &format!("workspace_id={wid}"),
+        "-p",
+        "name=Defaults Check",
+    ]);
     let projects = env.get(&format!("/workspaces/{wid}/projects"));
     let p = projects
         .as_array()

@@ -17,21 +17,16 @@ fn client_named<'a>(clients: &'a Value, name: &str) -> Option<&'a Value> {
 fn create_update_delete_a_client() {
     let env = Env::start();
     let wid = env.wid().to_string();
-    let out = env
-        .cmd()
-        .args([
-            "call",
-            "clients.create",
-            "-p",
-            &format!("workspace_id={wid}"),
-            "-p",
-            "name=Initech",
-            "--format",
-            "json",
-        ])
-        .output()
-        .expect("runs");
-    assert!(out.status.success(), "{}", stderr_of(&out));
+    let out = env.run_ok(&[
+        "call",
+        "clients.create",
+        "-p",
+        &format!("workspace_id={wid}"),
+        "-p",
+        "name=Initech",
+        "--format",
+        "json",
+    ]);
     let created = json_stdout(&out);
     let id = created[0]["id"].as_i64().expect("id");
     let clients = env.get(&format!("/workspaces/{wid}/clients"));
@@ -40,37 +35,27 @@ fn create_update_delete_a_client() {
         json!(id)
     );
 
-    let out = env
-        .cmd()
-        .args([
-            "call",
-            "clients.update",
-            "-p",
-            &format!("workspace_id={wid}"),
-            "-p",
-            &format!("id={id}"),
-            "-p",
-            "name=Initrode",
-        ])
-        .output()
-        .expect("runs");
-    assert!(out.status.success(), "{}", stderr_of(&out));
+    env.run_ok(&[
+        "call",
+        "clients.update",
+        "-p",
+        &format!("workspace_id={wid}"),
+        "-p",
+        &format!("id={id}"),
+        "-p",
+        "name=Initrode",
+    ]);
     let clients = env.get(&format!("/workspaces/{wid}/clients"));
     assert!(client_named(&clients, "Initrode").is_some());
 
-    let out = env
-        .cmd()
-        .args([
-            "call",
-            "clients.delete",
-            "-p",
-            &format!("workspace_id={wid}"),
-            "-p",
-            &format!("id={id}"),
-        ])
-        .output()
-        .expect("runs");
-    assert!(out.status.success(), "{}", stderr_of(&out));
+    let out = env.run_ok(&[
+        "call",
+        "clients.delete",
+        "-p",
+        &format!("workspace_id={wid}"),
+        "-p",
+        &format!("id={id}"),
+    ]);
     assert!(
         out.stdout.is_empty(),
         "an empty response prints no records: {}",
@@ -89,29 +74,19 @@ fn create_update_delete_a_client() {
 #[test]
 fn current_entry_and_raw_output() {
     let env = Env::start();
-    let out = env
-        .cmd()
-        .args(["call", "time_entries.current", "--raw"])
-        .output()
-        .expect("runs");
-    assert!(out.status.success(), "{}", stderr_of(&out));
+    let out = env.run_ok(&["call", "time_entries.current", "--raw"]);
     let raw = json_stdout(&out);
     let api = env.get("/me/time_entries/current");
     assert_eq!(raw["id"], api["id"], "the seed has a running entry");
 
     // An answer that is not an object of the resource is shown as it is, not as empty fields.
     let wid = env.wid().to_string();
-    let out = env
-        .cmd()
-        .args([
-            "call",
-            "webhook_subscriptions.limits",
-            "-p",
-            &format!("workspace_id={wid}"),
-        ])
-        .output()
-        .expect("runs");
-    assert!(out.status.success(), "{}", stderr_of(&out));
+    let out = env.run_ok(&[
+        "call",
+        "webhook_subscriptions.limits",
+        "-p",
+        &format!("workspace_id={wid}"),
+    ]);
     assert!(
         json_stdout(&out)["max_webhooks"]
             .as_i64()
@@ -120,19 +95,14 @@ fn current_entry_and_raw_output() {
 
     // A delete with an empty answer prints nothing on stdout and "done" on stderr.
     let id = raw["id"].to_string();
-    let out = env
-        .cmd()
-        .args([
-            "call",
-            "time_entries.delete",
-            "-p",
-            &format!("workspace_id={wid}"),
-            "-p",
-            &format!("id={id}"),
-        ])
-        .output()
-        .expect("runs");
-    assert!(out.status.success(), "{}", stderr_of(&out));
+    let out = env.run_ok(&[
+        "call",
+        "time_entries.delete",
+        "-p",
+        &format!("workspace_id={wid}"),
+        "-p",
+        &format!("id={id}"),
+    ]);
     assert!(out.stdout.is_empty(), "{}", stdout_of(&out));
     assert!(
         stderr_of(&out).contains("done (200)"),

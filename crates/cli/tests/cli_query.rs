@@ -9,12 +9,7 @@ use serde_json::{Value, json};
 fn lists_projects_of_the_default_workspace_as_records() {
     let env = Env::start();
     // No workspace given: the default one comes from GET /me.
-    let out = env
-        .cmd()
-        .args(["query", "projects", "--format", "json"])
-        .output()
-        .expect("runs");
-    assert!(out.status.success(), "{}", stderr_of(&out));
+    let out = env.run_ok(&["query", "projects", "--format", "json"]);
     let v = json_stdout(&out);
     let records = v.as_array().expect("array");
     let api = env.get(&format!("/workspaces/{}/projects", env.wid()));
@@ -44,12 +39,7 @@ fn lists_projects_of_the_default_workspace_as_records() {
 fn formats_read_by_id_and_raw() {
     let env = Env::start();
     let wid = env.wid().to_string();
-    let out = env
-        .cmd()
-        .args(["query", "clients", "--workspace", &wid, "--format", "csv"])
-        .output()
-        .expect("runs");
-    assert!(out.status.success(), "{}", stderr_of(&out));
+    let out = env.run_ok(&["query", "clients", "--workspace", &wid, "--format", "csv"]);
     let csv = stdout_of(&out);
     assert!(
         csv.starts_with("id,workspace_id,name,notes,archived,at\n"),
@@ -63,12 +53,7 @@ fn formats_read_by_id_and_raw() {
         .and_then(|l| l.split(',').next())
         .expect("a row")
         .to_owned();
-    let out = env
-        .cmd()
-        .args(["query", "clients", "--id", &first_id, "--raw"])
-        .output()
-        .expect("runs");
-    assert!(out.status.success(), "{}", stderr_of(&out));
+    let out = env.run_ok(&["query", "clients", "--id", &first_id, "--raw"]);
     let raw = json_stdout(&out);
     assert_eq!(raw["id"].to_string(), first_id);
     assert!(
@@ -76,12 +61,7 @@ fn formats_read_by_id_and_raw() {
         "raw keeps Toggl's keys: {raw}"
     );
 
-    let out = env
-        .cmd()
-        .args(["query", "time_entries", "--format", "ndjson"])
-        .output()
-        .expect("runs");
-    assert!(out.status.success());
+    let out = env.run_ok(&["query", "time_entries", "--format", "ndjson"]);
     let lines = stdout_of(&out);
     assert!(lines.lines().count() >= 2);
     for l in lines.lines() {

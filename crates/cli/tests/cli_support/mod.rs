@@ -42,6 +42,14 @@ impl Env {
         c
     }
 
+    /// Runs the binary (as [`Env::cmd`]) with `args` and asserts it succeeded, showing its
+    /// stderr when it did not.
+    pub fn run_ok(&self, args: &[&str]) -> std::process::Output {
+        let out = self.cmd().args(args).output().expect("runs");
+        assert!(out.status.success(), "{}", stderr_of(&out));
+        out
+    }
+
     /// `GET path` on the sandbox (path under `/api/v9`), checked to be 200.
     pub fn get(&self, path: &str) -> Value {
         let f = self.sandbox.facts().clone();
