@@ -41,6 +41,23 @@ impl Sweep {
         self.client.run_operation(&req).await
     }
 
+    /// Runs `<resource>.delete` and checks that `<resource>.list` no longer has the record
+    /// whose `key` field is `value`.
+    async fn delete_then_gone(
+        &mut self,
+        resource: &str,
+        delete: Value,
+        list: Value,
+        (key, value): (&str, Value),
+    ) {
+        self.call(&format!("{resource}.delete"), delete).await;
+        let listed = self.records(&format!("{resource}.list"), list).await;
+        assert!(
+            find(&listed, key, &value).is_none(),
+            "{resource}: {key} {value} still listed after delete"
+        );
+    }
+
     async fn call(&mut self, target: &str, p: Value) -> OperationOutput {
         self.try_call(target, p)
             .await
@@ -196,18 +213,13 @@ async fn every_operation_and_action_runs_against_the_sandbox() {
         )
         .await;
     assert_eq!(c[0]["name"], json!("Sweep Client 2"));
-    s.call(
-        "clients.delete",
+    s.delete_then_gone(
+        "clients",
         json!({"workspace_id": wid, "id": client_id}),
+        json!({"workspace_id": wid}),
+        ("id", json!(client_id)),
     )
     .await;
-    let clients = s
-        .records("clients.list", json!({"workspace_id": wid}))
-        .await;
-    assert!(
-        find(&clients, "id", &json!(client_id)).is_none(),
-        "client deleted"
-    );
 
     // --- projects (create through the action, paged list)
     let created = s
@@ -270,21 +282,13 @@ async fn every_operation_and_action_runs_against_the_sandbox() {
         .await;
     assert_eq!(t[0]["name"], json!("Sweep Task 2"));
     assert_eq!(t[0]["estimated_seconds"], json!(600));
-    s.call(
-        "tasks.delete",
+    s.delete_then_gone(
+        "tasks",
         json!({"workspace_id": wid, "project_id": project_id, "id": task_id}),
+        json!({"workspace_id": wid, "project_id": project_id}),
+        ("id", json!(task_id)),
     )
     .await;
-    let tasks = s
-        .records(
-            "tasks.list",
-            json!({"workspace_id": wid, "project_id": project_id}),
-        )
-        .await;
-    assert!(
-        find(&tasks, "id", &json!(task_id)).is_none(),
-        "task deleted"
-    );
 
     // --- tags
     let created = s
@@ -304,10 +308,13 @@ async fn every_operation_and_action_runs_against_the_sandbox() {
         find(&tags, "id", &json!(tag_id)).expect("tag listed")["name"],
         json!("sweep-tag-2")
     );
-    s.call("tags.delete", json!({"workspace_id": wid, "id": tag_id}))
-        .await;
-    let tags = s.records("tags.list", json!({"workspace_id": wid})).await;
-    assert!(find(&tags, "id", &json!(tag_id)).is_none(), "tag deleted");
+    s.delete_then_gone(
+        "tags",
+        json!({"workspace_id": wid, "id": tag_id}),
+        json!({"workspace_id": wid}),
+        ("id", json!(tag_id)),
+    )
+    .await;
 
     // --- project users
     let created = s
@@ -342,18 +349,13 @@ async fn every_operation_and_action_runs_against_the_sandbox() {
         find(&pus, "id", &json!(pu_id)).expect("member listed")["manager"],
         json!(true)
     );
-    s.call(
-        "project_users.delete",
+    s.delete_then_gone(
+        "project_users",
         json!({"workspace_id": wid, "id": pu_id}),
+        json!({"workspace_id": wid}),
+        ("id", json!(pu_id)),
     )
     .await;
-    let pus = s
-        .records("project_users.list", json!({"workspace_id": wid}))
-        .await;
-    assert!(
-        find(&pus, "id", &json!(pu_id)).is_none(),
-        "project member removed"
-    );
 
     // --- time entries
     let start = (chrono::Utc::now() - chrono::Duration::hours(3))
@@ -540,18 +542,13 @@ async fn every_operation_and_action_runs_against_the_sandbox() {
         .call("webhook_subscriptions.event_filters", json!({}))
         .await;
     assert!(!filters.body.is_null());
-    s.call(
-        "webhook_subscriptions.delete",
+    s.delete_then_gone(
+        "webhook_subscriptions",
         json!({"workspace_id": wid, "subscription_id": sid}),
+        json!({"workspace_id": wid}),
+        ("subscription_id", json!(sid)),
     )
     .await;
-    let subs = s
-        .records("webhook_subscriptions.list", json!({"workspace_id": wid}))
-        .await;
-    assert!(
-        find(&subs, "subscription_id", &json!(sid)).is_none(),
-        "subscription deleted"
-    );
 
     // --- invitations and workspace users (last: they change membership)
     let invited = s
