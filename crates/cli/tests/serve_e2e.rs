@@ -148,15 +148,7 @@ async fn polling_sees_create_update_and_delete() {
 
     let body = json!({"created_with": "e2e", "workspace_id": api.wid, "duration": 600,
         "start": "2026-11-01T09:00:00Z", "description": "polled"});
-    let id = api
-        .call(
-            reqwest::Method::POST,
-            &format!("/workspaces/{}/time_entries", api.wid),
-            Some(body),
-        )
-        .await["id"]
-        .as_i64()
-        .expect("id");
+    let id = api.create_time_entry(body).await;
     eventually("created seen", || async {
         events(&store)
             .await
@@ -249,15 +241,7 @@ async fn catch_up_after_a_stop_delivers_each_missed_change_once() {
     // While stopped: a stopped entry is created and another edited. Deliveries fail meanwhile.
     let body = json!({"created_with": "e2e", "workspace_id": api.wid, "duration": 60,
         "start": "2026-11-02T09:00:00Z", "description": "while down"});
-    let created = api
-        .call(
-            reqwest::Method::POST,
-            &format!("/workspaces/{}/time_entries", api.wid),
-            Some(body),
-        )
-        .await["id"]
-        .as_i64()
-        .expect("id");
+    let created = api.create_time_entry(body).await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
 
     // A new instance (new port, so the old subscription is not ours: it is replaced) catches up.
@@ -311,14 +295,7 @@ async fn kill_9_during_a_burst_loses_no_acknowledged_event() {
         tasks.push(tokio::spawn(async move {
             let body = json!({"created_with": "crash", "workspace_id": api.wid, "duration": 60,
                 "start": "2026-11-03T09:00:00Z", "description": format!("burst {i}")});
-            api.call(
-                reqwest::Method::POST,
-                &format!("/workspaces/{}/time_entries", api.wid),
-                Some(body),
-            )
-            .await["id"]
-                .as_i64()
-                .expect("id")
+            api.create_time_entry(body).await
         }));
         if i == N / 2 {
             tokio::time::sleep(Duration::from_millis(20)).await;

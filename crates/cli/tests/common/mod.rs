@@ -136,6 +136,18 @@ impl Api {
         }
     }
 
+    /// Creates a time entry in the workspace from `body` and returns its id.
+    pub async fn create_time_entry(&self, body: Value) -> i64 {
+        self.call(
+            reqwest::Method::POST,
+            &format!("/workspaces/{}/time_entries", self.wid),
+            Some(body),
+        )
+        .await["id"]
+            .as_i64()
+            .expect("the created entry has an id")
+    }
+
     pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
         let url = if path.starts_with("/webhooks") {
             format!("{}{path}", self.base.trim_end_matches("/api/v9"))
