@@ -639,12 +639,9 @@ async fn insert_batch_on(
                     .entity_id
                     .and_then(|id| latest.get(&(ev.entity.as_str(), id)))
                     .map(|(state, _)| *state);
-                match derive(previous) {
+                match derive(previous).checked()? {
                     Derived::AlreadyStored => Planned::Refused,
-                    Derived::Store { trigger, jobs } => {
-                        jobs.iter().try_for_each(NewJob::validate)?;
-                        Planned::Insert { trigger, jobs }
-                    }
+                    Derived::Store { trigger, jobs } => Planned::Insert { trigger, jobs },
                 }
             }
         };

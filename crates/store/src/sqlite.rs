@@ -632,12 +632,11 @@ fn insert_event_tx(
             Some(entity_id) => read_entity_state(conn, &ev.entity, entity_id)?.map(|(v, _)| v),
             None => None,
         };
-        match derive(previous.as_ref()) {
+        match derive(previous.as_ref()).checked()? {
             Derived::AlreadyStored => return Ok(duplicate(0)),
             Derived::Store { trigger, jobs } => {
                 ev.trigger = trigger;
                 ev.jobs = jobs;
-                ev.jobs.iter().try_for_each(NewJob::validate)?;
             }
         }
     }

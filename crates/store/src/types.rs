@@ -156,6 +156,16 @@ pub enum Derived {
     AlreadyStored,
 }
 
+impl Derived {
+    /// The derivation, with the jobs it plans checked as [`NewEvent`]'s own jobs are.
+    pub(crate) fn checked(self) -> Result<Derived, StoreError> {
+        if let Derived::Store { jobs, .. } = &self {
+            jobs.iter().try_for_each(NewJob::validate)?;
+        }
+        Ok(self)
+    }
+}
+
 /// Decides an event's triggers and jobs from the entity's previously stored state (`None` when
 /// there is none). [`crate::Store::insert_event_derived`] calls it inside the write transaction
 /// that stores the event, after the dedupe check, so that two deliveries of one entity are
