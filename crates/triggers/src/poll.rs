@@ -359,7 +359,7 @@ impl Poller {
             };
             let (_, duplicate) = self
                 .receiver
-                .store_event(&event, &envelope.to_string(), self.source, Some(dedupe_key))
+                .store_event(event, &envelope.to_string(), self.source, Some(dedupe_key))
                 .await?;
             if duplicate {
                 report.duplicates += 1;

@@ -218,7 +218,7 @@ impl Receiver {
     /// one after the other, and there is no separate read.
     pub async fn store_event(
         &self,
-        event: &Event,
+        event: Event,
         raw_envelope: &str,
         source: EventSource,
         dedupe_key: Option<String>,
@@ -237,42 +237,35 @@ impl Receiver {
                 .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
                 .map_or_else(Utc::now, |t| t.with_timezone(&Utc)),
         });
+        let new_event = NewEvent {
+            event_id: event.event_id,
+            subscription_id: event.subscription_id,
+            workspace_id: event.workspace_id,
+            entity: event.entity.clone(),
+            action: event.action.clone(),
+            trigger: String::new(),
+            entity_id: event.entity_id,
+            received_at: Utc::now(),
+            envelope: raw_envelope.to_owned(),
+            source,
+            dedupe_key,
+            entity_state,
+            jobs: Vec::new(),
+        };
+        let event_id = event.event_id;
         let derive = derivation(
-            Arc::new(event.clone()),
+            Arc::new(event),
             source,
             self.planner.clone(),
             envelope_value,
         );
         let started = Instant::now();
-        let outcome = self
-            .store
-            .insert_event_derived(
-                NewEvent {
-                    event_id: event.event_id,
-                    subscription_id: event.subscription_id,
-                    workspace_id: event.workspace_id,
-                    entity: event.entity.clone(),
-                    action: event.action.clone(),
-                    trigger: String::new(),
-                    entity_id: event.entity_id,
-                    received_at: Utc::now(),
-                    envelope: raw_envelope.to_owned(),
-                    source,
-                    dedupe_key,
-                    entity_state,
-                    jobs: Vec::new(),
-                },
-                derive,
-            )
-            .await?;
+        let outcome = self.store.insert_event_derived(new_event, derive).await?;
         self.metrics.store_latency(started.elapsed());
         if outcome.duplicate {
             self.metrics.duplicate();
             if outcome.id == 0 {
-                tracing::debug!(
-                    event_id = event.event_id,
-                    "version already stored by catch-up or polling"
-                );
+                tracing::debug!(event_id, "version already stored by catch-up or polling");
             }
         } else {
             self.metrics.stored();
@@ -522,14 +515,10 @@ async fn deliver(
                     "body is not UTF-8",
                 );
             };
-            match r.store_event(&event, raw, EventSource::Webhook, None).await {
+            let event_id = event.event_id;
+            match r.store_event(event, raw, EventSource::Webhook, None).await {
                 Ok((id, duplicate)) => {
-                    tracing::debug!(
-                        id,
-                        event_id = event.event_id,
-                        duplicate,
-                        "event acknowledged"
-                    );
+                    tracing::debug!(id, event_id, duplicate, "event acknowledged");
                     (
                         StatusCode::OK,
                         Json(json!({"stored": !duplicate, "duplicate": duplicate})),
