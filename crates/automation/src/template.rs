@@ -15,6 +15,7 @@
 //! here, not literal text: rules are written by hand and `rules check` should catch the typo.
 
 use serde_json::{Map, Value};
+use toggl_connect_definition::value_as_text;
 
 use crate::filter::{Path, Segment};
 
@@ -177,21 +178,6 @@ impl Template {
                 items.iter().filter_map(|t| t.render(context)).collect(),
             )),
         }
-    }
-}
-
-/// A value as text inside a longer string (the definition engine's rule): strings as they are,
-/// `null` as nothing, arrays of scalars comma-joined, anything else as compact JSON.
-pub fn value_as_text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => String::new(),
-        Value::Array(items) if items.iter().all(|i| !i.is_array() && !i.is_object()) => items
-            .iter()
-            .map(value_as_text)
-            .collect::<Vec<_>>()
-            .join(","),
-        other => other.to_string(),
     }
 }
 

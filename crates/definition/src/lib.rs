@@ -50,7 +50,7 @@ pub use model::{
 pub use params::{ParamError, ParamSpec, ParamType, Params};
 pub use raw::{RawDefinition, ReadError};
 pub use selector::{Selector, Step};
-pub use template::{BodyTemplate, Node, PlaceholderUse, Segment, TemplateError};
+pub use template::{BodyTemplate, Node, PlaceholderUse, Segment, TemplateError, value_as_text};
 
 use raw::RawFile;
 
