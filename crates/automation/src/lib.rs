@@ -44,12 +44,14 @@
 
 pub mod filter;
 pub mod lookup;
+pub mod planner;
 pub mod rules;
 pub mod runs;
 pub mod template;
 pub mod worker;
 
 pub use filter::{Filter, FilterError};
+pub use planner::RulesPlanner;
 pub use rules::{
     ACTION_PRIORITY, POLL_PRIORITY, RawRule, RawStep, RawTriggers, Rule, RuleDiagnostic, RuleSet,
     RuleSummary, RunPlan, StepSpec, StepTarget, known_triggers, line_col,

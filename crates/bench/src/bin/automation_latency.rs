@@ -26,17 +26,14 @@ use bytes::Bytes;
 use clap::Parser;
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::rt::TokioIo;
-use serde_json::Value;
-use toggl_connect_automation::{RuleSet, Worker, WorkerConfig};
+use toggl_connect_automation::{RuleSet, RulesPlanner, Worker, WorkerConfig};
 use toggl_connect_bench::{REQUEST_TIMEOUT, machine_state, post_json};
 use toggl_connect_client::{Client, ClientConfig};
 use toggl_connect_definition::Connector;
 use toggl_connect_sandbox::{Sandbox, SandboxConfig, Seed};
-use toggl_connect_store::{NewJob, Store, StoreOptions};
-use toggl_connect_triggers::classify::Classification;
-use toggl_connect_triggers::envelope::Event;
+use toggl_connect_store::{Store, StoreOptions};
 use toggl_connect_triggers::receiver::{
-    DEFAULT_CALLBACK_PATH, JobPlanner, Receiver, ReceiverConfig, SecretRing, router,
+    DEFAULT_CALLBACK_PATH, Receiver, ReceiverConfig, SecretRing, router,
 };
 use toggl_connect_triggers::signature::{SIGNATURE_HEADER, SigningSecret, sign};
 use tokio::sync::broadcast::error::RecvError;
@@ -79,21 +76,6 @@ on = "client_created"
 action = "create-tag"
 with = { workspace_id = "{{event.payload.workspace_id}}", name = "t-{{event.payload.id}}" }
 "#;
-
-/// The adapter `toggl-connect serve` uses (`RulesPlanner` in `crates/cli/src/cmd/serve.rs`).
-struct RulesPlanner(Arc<RuleSet>);
-
-impl JobPlanner for RulesPlanner {
-    fn plan(
-        &self,
-        _event: &Event,
-        classification: &Classification,
-        envelope: &Value,
-    ) -> Vec<NewJob> {
-        let triggers: Vec<&str> = classification.all().collect();
-        self.0.plan(&triggers, envelope)
-    }
-}
 
 /// A `client` `created` delivery shaped like Toggl's envelope.
 fn envelope(seq: u64, workspace_id: i64) -> String {

@@ -12,16 +12,13 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use clap::Args;
 use serde_json::Value;
-use toggl_connect_automation::{RuleSet, Worker, WorkerConfig, budget_text};
+use toggl_connect_automation::{RuleSet, RulesPlanner, Worker, WorkerConfig, budget_text};
 use toggl_connect_client::{ApiRequest, Client};
 use toggl_connect_definition::Connector;
-use toggl_connect_store::NewJob;
 use toggl_connect_store::{EventSource, Store};
-use toggl_connect_triggers::classify::Classification;
-use toggl_connect_triggers::envelope::Event;
 use toggl_connect_triggers::leader::{self, LeaseConfig};
 use toggl_connect_triggers::poll::{PollPlan, Poller, user_quota_total};
-use toggl_connect_triggers::receiver::{JobPlanner, Receiver, ReceiverConfig, SecretRing, router};
+use toggl_connect_triggers::receiver::{Receiver, ReceiverConfig, SecretRing, router};
 use toggl_connect_triggers::subscriptions::{
     PendingValidations, SubscriptionManager, all_triggers,
 };
@@ -499,21 +496,6 @@ fn retention_policy(cfg: &Config) -> anyhow::Result<toggl_connect_store::Retenti
             cfg.retention.finished_jobs_days.saturating_mul(day),
         ),
     })
-}
-
-/// Turns a stored event's triggers into rule jobs, in the event's own transaction.
-struct RulesPlanner(Arc<RuleSet>);
-
-impl JobPlanner for RulesPlanner {
-    fn plan(
-        &self,
-        _event: &Event,
-        classification: &Classification,
-        envelope: &Value,
-    ) -> Vec<NewJob> {
-        let triggers: Vec<&str> = classification.all().collect();
-        self.0.plan(&triggers, envelope)
-    }
 }
 
 /// Catch-up reads only the entities that have `since=` listings.
