@@ -145,6 +145,45 @@ pub struct LoadSpec {
     pub max_requests: u64,
 }
 
+/// The maximum-rate flags the throughput benches share (`--connections --secs --rounds
+/// --max-requests`), flattened into each bench's own arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MaxRateArgs {
+    /// Concurrent keep-alive connections (the same for both servers in every phase).
+    #[arg(long, default_value_t = 16)]
+    pub connections: usize,
+    /// Seconds per maximum-rate phase.
+    #[arg(long, default_value_t = 3.0)]
+    pub secs: f64,
+    /// Rounds of (measured server, bare server); the ratio reported is the median of rounds.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// Upper bound on requests per phase (the loop also stops at `--secs`).
+    #[arg(long, default_value_t = 5_000_000)]
+    pub max_requests: u64,
+}
+
+impl MaxRateArgs {
+    /// Whether every figure is positive (the benches refuse to run otherwise).
+    pub fn valid(&self) -> bool {
+        self.connections > 0 && self.rounds > 0 && self.secs > 0.0
+    }
+
+    /// One measured phase, and a half-second warm-up at the same concurrency.
+    pub fn specs(&self) -> (LoadSpec, LoadSpec) {
+        let spec = LoadSpec {
+            connections: self.connections,
+            duration: Duration::from_secs_f64(self.secs),
+            max_requests: self.max_requests,
+        };
+        let warm = LoadSpec {
+            duration: Duration::from_millis(500),
+            ..spec
+        };
+        (spec, warm)
+    }
+}
+
 /// What one load run measured.
 #[derive(Debug, Clone, Default)]
 pub struct LoadRun {

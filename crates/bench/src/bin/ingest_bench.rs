@@ -25,8 +25,8 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use clap::Parser;
 use toggl_connect_bench::{
-    BareServer, LoadRun, LoadSpec, MakeRequest, closed_loop, machine_state, median, memory_kib,
-    mib, open_loop, percentile, post_json,
+    BareServer, LoadRun, LoadSpec, MakeRequest, MaxRateArgs, closed_loop, machine_state, median,
+    memory_kib, mib, open_loop, percentile, post_json,
 };
 use toggl_connect_store::{EntityState, EventSource, NewEvent, Store, StoreOptions, StoreStats};
 use toggl_connect_triggers::receiver::{Receiver, ReceiverConfig, SecretRing, router};
@@ -35,18 +35,8 @@ use toggl_connect_triggers::signature::{SIGNATURE_HEADER, SigningSecret, sign};
 /// Durable signed ingest against a bare hyper server.
 #[derive(Debug, Parser)]
 struct Args {
-    /// Concurrent keep-alive connections (the same for both servers and both phases).
-    #[arg(long, default_value_t = 16)]
-    connections: usize,
-    /// Seconds per maximum-rate phase.
-    #[arg(long, default_value_t = 3.0)]
-    secs: f64,
-    /// Rounds of (receiver, bare) at maximum rate; the ratio reported is the median of rounds.
-    #[arg(long, default_value_t = 3)]
-    rounds: usize,
-    /// Upper bound on requests per phase (the loop also stops at the time limit).
-    #[arg(long, default_value_t = 5_000_000)]
-    max_requests: u64,
+    #[command(flatten)]
+    load: MaxRateArgs,
     /// Seconds of the open-loop latency phase (per server).
     #[arg(long, default_value_t = 5.0)]
     latency_secs: f64,
@@ -248,7 +238,7 @@ fn per_commit(before: &StoreStats, after: &StoreStats) -> (u64, u64, f64) {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     anyhow::ensure!(
-        args.connections > 0 && args.rounds > 0 && args.secs > 0.0 && args.latency_secs > 0.0,
+        args.load.valid() && args.latency_secs > 0.0,
         "nothing to measure"
     );
     anyhow::ensure!(
@@ -258,9 +248,9 @@ async fn main() -> anyhow::Result<()> {
     println!("machine at start: {}", machine_state());
     println!(
         "config: connections={} secs={} rounds={} latency_secs={} load_fraction={} entities={}",
-        args.connections,
-        args.secs,
-        args.rounds,
+        args.load.connections,
+        args.load.secs,
+        args.load.rounds,
         args.latency_secs,
         args.load_fraction,
         args.entities
@@ -314,15 +304,7 @@ async fn main() -> anyhow::Result<()> {
         args.entities,
     );
 
-    let spec = LoadSpec {
-        connections: args.connections,
-        duration: Duration::from_secs_f64(args.secs),
-        max_requests: args.max_requests,
-    };
-    let warm = LoadSpec {
-        duration: Duration::from_millis(500),
-        ..spec.clone()
-    };
+    let (spec, warm) = args.load.specs();
     let mut acknowledged = 0;
     let w = closed_loop(receiver_addr, &warm, Arc::clone(&to_receiver)).await?;
     check(&w, "warm-up receiver")?;
@@ -336,7 +318,7 @@ async fn main() -> anyhow::Result<()> {
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut max_writes_per_commit = 0;
     let mut store_split = Vec::new();
-    for round in 0..args.rounds {
+    for round in 0..args.load.rounds {
         let measure_receiver = async {
             let before = store.stats();
             let (sum0, n0) = store_latency_totals(&receiver);
@@ -382,9 +364,9 @@ async fn main() -> anyhow::Result<()> {
     let (hwm_max, _) = memory_kib("self")?;
     let (store_rate, store_pc, store_only_events) = store_only(
         &store,
-        args.connections,
-        Duration::from_secs_f64(args.secs),
-        args.max_requests,
+        args.load.connections,
+        Duration::from_secs_f64(args.load.secs),
+        args.load.max_requests,
         &seq,
         args.entities,
     )
@@ -431,8 +413,8 @@ async fn main() -> anyhow::Result<()> {
     println!("|---|---:|---:|---:|---|");
     println!(
         "| max req/s, {} connections (median of {} rounds) | {:.0} | {:.0} | {:.3} (rounds: {}) | ≥ 0.35 |",
-        args.connections,
-        args.rounds,
+        args.load.connections,
+        args.load.rounds,
         max_rate,
         median(&bare_rates),
         median(&ratios),
@@ -455,7 +437,7 @@ async fn main() -> anyhow::Result<()> {
     let (acks, stored): (Vec<f64>, Vec<f64>) = store_split.iter().copied().unzip();
     println!(
         "| store alone (insert_event, {} tasks, no HTTP): events/s, events/commit | {store_rate:.0} ({store_pc:.1}/commit) | | {:.3} of bare | |",
-        args.connections,
+        args.load.connections,
         store_rate / median(&bare_rates)
     );
     println!(

@@ -23,7 +23,7 @@ use bytes::Bytes;
 use clap::Parser;
 use hyper::StatusCode;
 use toggl_connect_bench::{
-    BareServer, LoadRun, LoadSpec, MakeRequest, closed_loop, fetch, get_request, machine_state,
+    BareServer, LoadRun, MakeRequest, MaxRateArgs, closed_loop, fetch, get_request, machine_state,
     median, memory_kib, mib, percentile, post_json,
 };
 use toggl_connect_sandbox::{Plan, Sandbox, SandboxConfig};
@@ -32,18 +32,8 @@ use tokio::io::AsyncBufReadExt as _;
 /// Sandbox throughput against a bare hyper server, and the sandbox binary's memory and start-up.
 #[derive(Debug, Parser)]
 struct Args {
-    /// Concurrent keep-alive connections.
-    #[arg(long, default_value_t = 16)]
-    connections: usize,
-    /// Seconds per measured phase.
-    #[arg(long, default_value_t = 3.0)]
-    secs: f64,
-    /// Rounds of (sandbox, bare) per measure; the ratio reported is the median of the rounds.
-    #[arg(long, default_value_t = 3)]
-    rounds: usize,
-    /// Upper bound on requests per phase (the loop also stops at --secs).
-    #[arg(long, default_value_t = 5_000_000)]
-    max_requests: u64,
+    #[command(flatten)]
+    load: MaxRateArgs,
     /// Time entries seeded for the list benchmark.
     #[arg(long, default_value_t = 1000)]
     entries: usize,
@@ -114,15 +104,7 @@ async fn compare(
     sandbox: (std::net::SocketAddr, MakeRequest),
     bare: (std::net::SocketAddr, MakeRequest),
 ) -> anyhow::Result<Pair> {
-    let spec = LoadSpec {
-        connections: args.connections,
-        duration: Duration::from_secs_f64(args.secs),
-        max_requests: args.max_requests,
-    };
-    let warm = LoadSpec {
-        duration: Duration::from_millis(500),
-        ..spec.clone()
-    };
+    let (spec, warm) = args.load.specs();
     check(
         &closed_loop(sandbox.0, &warm, Arc::clone(&sandbox.1)).await?,
         "warm-up sandbox",
@@ -138,7 +120,7 @@ async fn compare(
         ratios: Vec::new(),
         sandbox_p99_ms: Vec::new(),
     };
-    for round in 0..args.rounds {
+    for round in 0..args.load.rounds {
         let (s, b) = if round % 2 == 0 {
             let s = closed_loop(sandbox.0, &spec, Arc::clone(&sandbox.1)).await?;
             let b = closed_loop(bare.0, &spec, Arc::clone(&bare.1)).await?;
@@ -349,14 +331,11 @@ fn default_cli() -> PathBuf {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    anyhow::ensure!(
-        args.connections > 0 && args.rounds > 0 && args.secs > 0.0,
-        "nothing to measure"
-    );
+    anyhow::ensure!(args.load.valid(), "nothing to measure");
     println!("machine at start: {}", machine_state());
     println!(
         "config: connections={} secs={} rounds={} entries={}",
-        args.connections, args.secs, args.rounds, args.entries
+        args.load.connections, args.load.secs, args.load.rounds, args.entries
     );
     let pairs = throughput(&args).await?;
 
