@@ -476,23 +476,8 @@ impl SubscriptionManager {
                 .body;
             actions.push("re-enabled".into());
         }
-        if current.get("validated_at").is_none_or(Value::is_null) {
-            tracing::warn!(
-                workspace_id,
-                subscription_id = sid,
-                "subscription is not validated; requesting validation"
-            );
-            self.validate(workspace_id, sid).await?;
-            actions.push("validation requested".into());
-            current["validated_at"] = json!(chrono::Utc::now().to_rfc3339());
-        }
-        self.remember(workspace_id, &current, &secret).await?;
-        Ok(EnsureReport {
-            workspace_id,
-            subscription_id: sid,
-            filters: wanted,
-            actions,
-        })
+        self.settle(workspace_id, sid, current, &secret, wanted, actions)
+            .await
     }
 
     async fn create(
@@ -531,23 +516,37 @@ impl SubscriptionManager {
         })?;
         self.secrets.bind(&signing, sid);
         actions.push("created".into());
-        let mut current = created;
+        tracing::info!(workspace_id, subscription_id = sid, filters = ?wanted, "subscribed");
+        self.settle(workspace_id, sid, created, &secret, wanted, actions)
+            .await
+    }
+
+    /// The end of every create or repair: requests validation when Toggl has not validated the
+    /// subscription yet, stores it with its secret, and reports what was done.
+    async fn settle(
+        &self,
+        workspace_id: i64,
+        sid: i64,
+        mut current: Value,
+        secret: &str,
+        filters: Vec<(String, String)>,
+        mut actions: Vec<String>,
+    ) -> Result<EnsureReport, SubscriptionError> {
         if current.get("validated_at").is_none_or(Value::is_null) {
             tracing::warn!(
                 workspace_id,
                 subscription_id = sid,
-                "new subscription not validated synchronously; validating"
+                "subscription is not validated; requesting validation"
             );
             self.validate(workspace_id, sid).await?;
             actions.push("validation requested".into());
             current["validated_at"] = json!(chrono::Utc::now().to_rfc3339());
         }
-        self.remember(workspace_id, &current, &secret).await?;
-        tracing::info!(workspace_id, subscription_id = sid, filters = ?wanted, "subscribed");
+        self.remember(workspace_id, &current, secret).await?;
         Ok(EnsureReport {
             workspace_id,
             subscription_id: sid,
-            filters: wanted,
+            filters,
             actions,
         })
     }
