@@ -790,43 +790,37 @@ async fn insert_batch_on(
         ids.sort_unstable();
     }
 
-    let refused: std::collections::HashSet<&str> = plans
-        .iter()
-        .zip(&keys)
-        .filter(|(p, _)| matches!(p, Planned::Refused))
-        .map(|(_, k)| k.as_str())
-        .collect();
+    // The first event of each key decides; later copies in the batch are its duplicates.
+    let mut first_id: HashMap<&str, i64> = HashMap::with_capacity(batch.len());
     let mut outcomes = Vec::with_capacity(batch.len());
-    for (i, plan) in plans.into_iter().enumerate() {
+    for (plan, key) in plans.into_iter().zip(&keys) {
         let duplicate = |id| InsertOutcome {
             id,
             duplicate: true,
             job_ids: Vec::new(),
             trigger: String::new(),
         };
-        let key = &keys[i];
-        outcomes.push(match plan {
+        let outcome = match plan {
+            Planned::Repeat => duplicate(first_id[key.as_str()]),
             // A redelivery is a duplicate of its stored row, whatever its derivation said.
             Planned::Refused => duplicate(old_ids.get(key).copied().unwrap_or(0)),
-            Planned::Insert { trigger, .. } if new_ids.contains_key(key) => {
-                let id = new_ids[key];
-                InsertOutcome {
+            Planned::Insert { trigger, .. } => match new_ids.get(key) {
+                Some(&id) => InsertOutcome {
                     id,
                     duplicate: false,
                     job_ids: jobs_by_event.remove(&id).unwrap_or_default(),
                     trigger,
-                }
-            }
-            Planned::Insert { .. } | Planned::Repeat => {
-                match new_ids.get(key).or_else(|| old_ids.get(key)) {
-                    Some(&id) => duplicate(id),
-                    None if refused.contains(key.as_str()) => duplicate(0),
+                },
+                None => duplicate(match old_ids.get(key) {
+                    Some(&id) => id,
                     // Stored by a transaction that committed after this statement's snapshot
                     // was taken (ON CONFLICT waited for it): look it up now.
-                    None => duplicate(lookup_event_id(client, key).await?),
-                }
-            }
-        });
+                    None => lookup_event_id(client, key).await?,
+                }),
+            },
+        };
+        first_id.entry(key.as_str()).or_insert(outcome.id);
+        outcomes.push(outcome);
     }
     Ok(outcomes)
 }
