@@ -8,6 +8,10 @@
 //! Usage (see bench/README.md):
 //!   cargo run --release -- [--pg URL] [--clients N] [--requests N] [--seconds S]
 
+/// The same allocator as the `toggl-connect` binary, so this measures what ships.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

@@ -19,6 +19,11 @@
 //! # Ok(()) }
 //! ```
 
+/// The same allocator as the `toggl-connect` binary, so the benchmarks measure what ships (and
+/// the bare baseline gets it too).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;

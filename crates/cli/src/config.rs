@@ -122,6 +122,10 @@ pub struct StoreConfig {
     /// PostgreSQL: most connections this instance opens. With several instances, keep the sum
     /// below the server's `max_connections`.
     pub pool_size: usize,
+    /// PostgreSQL: connections of `pool_size` that store events (each runs group commits).
+    /// Unset: a quarter of `pool_size` (1 to 4), at most half this machine's cores. Raise it
+    /// when the database runs on cores of its own.
+    pub insert_connections: Option<usize>,
     /// PostgreSQL: seconds to connect, and to wait for a free pooled connection, before a
     /// delivery is answered 503 (Toggl redelivers).
     pub connect_timeout_secs: u64,
@@ -138,6 +142,7 @@ impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             pool_size: 16,
+            insert_connections: None,
             connect_timeout_secs: 5,
             statement_timeout_secs: 30,
             schema: None,
@@ -151,6 +156,7 @@ impl StoreConfig {
     pub fn options(&self) -> toggl_connect_store::StoreOptions {
         toggl_connect_store::StoreOptions {
             pool_size: self.pool_size.max(1),
+            insert_connections: self.insert_connections,
             connect_timeout: std::time::Duration::from_secs(self.connect_timeout_secs.max(1)),
             statement_timeout: std::time::Duration::from_secs(self.statement_timeout_secs.max(1)),
             schema: self.schema.clone(),

@@ -19,18 +19,37 @@ pub(crate) struct Migration {
 }
 
 /// SQLite migrations, in order.
-pub(crate) const SQLITE: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("../migrations/sqlite/0001_init.sql"),
-}];
+pub(crate) const SQLITE: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../migrations/sqlite/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "drop_unused_trigger_index",
+        sql: include_str!("../migrations/sqlite/0002_drop_unused_trigger_index.sql"),
+    },
+];
 
 /// PostgreSQL migrations, in order.
-pub(crate) const POSTGRES: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("../migrations/postgres/0001_init.sql"),
-}];
+pub(crate) const POSTGRES: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../migrations/postgres/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "drop_unused_trigger_index",
+        sql: include_str!("../migrations/postgres/0002_drop_unused_trigger_index.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "entity_state_text",
+        sql: include_str!("../migrations/postgres/0003_entity_state_text.sql"),
+    },
+];
 
 /// Compares what a database records with what this build embeds; returns the migrations to apply.
 pub(crate) fn pending<'a>(
@@ -107,11 +126,17 @@ mod tests {
     #[test]
     fn pending_refuses_unknown_and_renamed_versions() {
         assert_eq!(pending(SQLITE, &[]).expect("fresh").len(), SQLITE.len());
-        assert!(
-            pending(SQLITE, &[(1, "init".into())])
-                .expect("current")
-                .is_empty()
-        );
+        let after_first: Vec<u32> = pending(SQLITE, &[(1, "init".into())])
+            .expect("one behind")
+            .iter()
+            .map(|m| m.version)
+            .collect();
+        assert_eq!(after_first, vec![2], "only what is missing is applied");
+        let applied: Vec<(u32, String)> = SQLITE
+            .iter()
+            .map(|m| (m.version, m.name.to_owned()))
+            .collect();
+        assert!(pending(SQLITE, &applied).expect("current").is_empty());
         assert!(pending(SQLITE, &[(1, "other".into())]).is_err());
         assert!(pending(SQLITE, &[(1, "init".into()), (999, "future".into())]).is_err());
     }

@@ -45,14 +45,26 @@ struct Inner {
 
 struct InsertRequest {
     event: NewEvent,
+    /// `event.entity_state` as JSON text, made by the caller: the batcher is the serial stage.
+    state_text: Option<String>,
     derive: Option<Derive>,
     reply: oneshot::Sender<Result<InsertOutcome, StoreError>>,
 }
 
-/// How many batcher tasks share the event queue: enough to keep a few transactions in flight
-/// while one commits, few enough to leave the pool to everything else.
-fn batcher_count(pool_size: usize) -> usize {
-    (pool_size / 4).clamp(1, 4)
+/// How many batcher tasks share the event queue (see [`StoreOptions::insert_connections`]),
+/// always leaving at least one connection to everything else.
+fn batcher_count(options: &StoreOptions, cores: usize) -> usize {
+    let wanted = options
+        .insert_connections
+        .unwrap_or_else(|| (options.pool_size / 4).clamp(1, 4).min((cores / 2).max(1)));
+    wanted.clamp(1, options.pool_size.saturating_sub(1).max(1))
+}
+
+/// `entity_state.state` is JSON kept as text (migration 0003): only this program reads it, and
+/// whole, so `jsonb`'s parse on every write and print on every read were work for nothing.
+fn parse_state(text: &str) -> Result<Value, StoreError> {
+    serde_json::from_str(text)
+        .map_err(|e| StoreError::corrupt(format!("an entity state is not JSON: {e}")))
 }
 
 type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
@@ -515,7 +527,7 @@ impl BatchStatements {
                  st AS ( \
                    INSERT INTO entity_state (entity, entity_id, state, at) \
                    SELECT s.e, s.i, s.st, s.at FROM unnest($12::text[], $13::text[], \
-                   $14::int8[], $15::jsonb[], $16::timestamptz[]) AS s(k, e, i, st, at) \
+                   $14::int8[], $15::text[], $16::timestamptz[]) AS s(k, e, i, st, at) \
                    JOIN ins ON ins.dedupe_key = s.k \
                    ON CONFLICT (entity, entity_id) DO UPDATE \
                    SET state = excluded.state, at = excluded.at \
@@ -609,7 +621,15 @@ async fn insert_batch_on(
     };
     let stored: Vec<(String, i64, Value, DateTime<Utc>)> = state_rows
         .iter()
-        .map(|row| Ok((get(row, 0)?, get(row, 1)?, get(row, 2)?, get(row, 3)?)))
+        .map(|row| {
+            let text: String = get(row, 2)?;
+            Ok((
+                get(row, 0)?,
+                get(row, 1)?,
+                parse_state(&text)?,
+                get(row, 3)?,
+            ))
+        })
         .collect::<Result<_, StoreError>>()?;
     // Each entity's state as the next derivation must see it: the stored one, then moved
     // forward by the batch's own events (newest `at` wins, as the upsert below does).
@@ -681,23 +701,27 @@ async fn insert_batch_on(
 
     // Entity state: one row per entity (a multi-row upsert may not touch a row twice); the
     // newest `at` wins, and on a tie the later event in the batch, as one by one would.
-    let mut newest: HashMap<(&str, i64), (&str, &EntityState)> = HashMap::new();
+    let mut newest: HashMap<(&str, i64), (usize, &EntityState, &str)> = HashMap::new();
     for &i in &inserts {
-        if let (Some(state), Some(entity_id)) = (&ev(i).entity_state, ev(i).entity_id) {
+        if let (Some(state), Some(text), Some(entity_id)) = (
+            &ev(i).entity_state,
+            batch[i].state_text.as_deref(),
+            ev(i).entity_id,
+        ) {
             let slot = newest
                 .entry((ev(i).entity.as_str(), entity_id))
-                .or_insert((keys[i].as_str(), state));
+                .or_insert((i, state, text));
             if state.at >= slot.1.at {
-                *slot = (keys[i].as_str(), state);
+                *slot = (i, state, text);
             }
         }
     }
     let mut state_rows: Vec<_> = newest.into_iter().collect();
     state_rows.sort_by(|a, b| a.0.cmp(&b.0));
-    let st_key: Vec<&str> = state_rows.iter().map(|r| r.1.0).collect();
+    let st_key: Vec<&str> = state_rows.iter().map(|r| keys[r.1.0].as_str()).collect();
     let st_entity: Vec<&str> = state_rows.iter().map(|r| r.0.0).collect();
     let st_id: Vec<i64> = state_rows.iter().map(|r| r.0.1).collect();
-    let st_state: Vec<&Value> = state_rows.iter().map(|r| &r.1.1.state).collect();
+    let st_state: Vec<&str> = state_rows.iter().map(|r| r.1.2).collect();
     let st_at: Vec<DateTime<Utc>> = state_rows.iter().map(|r| r.1.1.at).collect();
 
     let (mut j_key, mut j_rule, mut j_index, mut j_name, mut j_payload, mut j_prio, mut j_nb) = (
@@ -877,7 +901,8 @@ impl PgStore {
         };
         // `pool_size` is the instance's whole budget: the insert batchers' connections come
         // out of it.
-        let batchers = batcher_count(options.pool_size);
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let batchers = batcher_count(options, cores);
         let pool = make_pool(options.pool_size.saturating_sub(batchers).max(1), "")?;
         let mut client = get_client(&pool).await?;
         migrate(&mut client, options.schema.as_deref(), migrations::POSTGRES).await?;
@@ -955,6 +980,7 @@ impl PgStore {
         self.inner
             .inserts
             .send(InsertRequest {
+                state_text: event.entity_state.as_ref().map(|s| s.state.to_string()),
                 event,
                 derive,
                 reply,
@@ -975,7 +1001,7 @@ impl PgStore {
             .query_rows(
                 "SELECT state, at FROM entity_state WHERE entity = $1 AND entity_id = $2",
                 &[&entity, &entity_id],
-                |r| Ok((get(r, 0)?, get(r, 1)?)),
+                |r| Ok((parse_state(&get::<String>(r, 0)?)?, get(r, 1)?)),
             )
             .await?
             .pop())
@@ -1500,5 +1526,34 @@ impl PgStore {
         let client = self.client().await?;
         client.simple_query("SELECT 1").await.ctx("pinging")?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(pool_size: usize, insert_connections: Option<usize>) -> StoreOptions {
+        StoreOptions {
+            pool_size,
+            insert_connections,
+            ..StoreOptions::default()
+        }
+    }
+
+    #[test]
+    fn batchers_are_a_quarter_of_the_pool_within_half_the_cores() {
+        assert_eq!(batcher_count(&options(16, None), 2), 1, "2 cores: one");
+        assert_eq!(batcher_count(&options(16, None), 8), 4);
+        assert_eq!(batcher_count(&options(64, None), 32), 4, "at most 4");
+        assert_eq!(batcher_count(&options(8, None), 8), 2);
+        assert_eq!(batcher_count(&options(2, None), 8), 1, "at least 1");
+    }
+
+    #[test]
+    fn configured_batchers_leave_a_connection_for_everything_else() {
+        assert_eq!(batcher_count(&options(16, Some(6)), 2), 6, "as configured");
+        assert_eq!(batcher_count(&options(4, Some(9)), 2), 3);
+        assert_eq!(batcher_count(&options(1, Some(0)), 2), 1);
     }
 }

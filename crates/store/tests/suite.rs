@@ -50,6 +50,7 @@ suite!(
     concurrent_inserts_keep_their_jobs_and_newest_state,
     one_bad_event_does_not_fail_its_batch,
     derived_insert_sees_the_previous_state_and_sets_triggers_and_jobs,
+    derived_inserts_see_plain_writes_older_states_and_failed_inserts_as_the_database_does,
     concurrent_derived_inserts_of_one_entity_each_see_the_one_before,
     derived_insert_can_refuse_a_version_already_stored,
     a_redelivery_is_a_duplicate_of_its_row_whatever_its_derivation_says,
@@ -65,7 +66,7 @@ mod cases {
 
     use toggl_connect_store::{
         AttemptOutcome, AttemptRecord, Derive, Derived, EntityState, EventFilter, EventSource,
-        JobFilter, JobStatus, RetentionPolicy, Secret, StoreError, Subscription,
+        JobFilter, JobStatus, NewJob, RetentionPolicy, Secret, StoreError, Subscription,
     };
 
     use crate::common::{Kind, TestStore, at, event, eventually, job};
@@ -724,7 +725,12 @@ mod cases {
         }
         assert_eq!(
             t.raw_count("SELECT count(*) FROM schema_migrations").await,
-            1
+            match t.kind {
+                Kind::Sqlite => 2,
+                // and 0003_entity_state_text
+                Kind::Postgres => 3,
+            },
+            "one row per migration (0001_init, 0002_drop_unused_trigger_index, ...), each applied once"
         );
         t.raw_sql(match t.kind {
             Kind::Sqlite => "INSERT INTO schema_migrations VALUES (9999, 'future', 0)",
@@ -1061,6 +1067,76 @@ mod cases {
         );
     }
 
+    /// What a derivation sees as the previous state is what `entity_state` holds, whatever the
+    /// store keeps in memory: after a write made without a derivation, after an older state
+    /// that the upsert ignores, and after an insert that failed.
+    pub async fn derived_inserts_see_plain_writes_older_states_and_failed_inserts_as_the_database_does(
+        t: TestStore,
+    ) {
+        let s = &t.store;
+        let with_state = |event_id: i64, seq: i64, secs: i64| {
+            let mut e = event(event_id);
+            e.entity_state = Some(EntityState {
+                state: json!({ "seq": seq }),
+                at: at(secs),
+            });
+            e
+        };
+        let derived = |e| async move { s.insert_event_derived(e, after_previous()).await };
+        assert_eq!(
+            derived(with_state(41_001, 1, 6_000))
+                .await
+                .expect("1")
+                .trigger,
+            "after_none"
+        );
+        s.insert_event(with_state(41_002, 2, 7_000))
+            .await
+            .expect("plain insert, newer");
+        assert_eq!(
+            derived(with_state(41_003, 3, 5_000))
+                .await
+                .expect("3")
+                .trigger,
+            "after_2",
+            "sees the plain insert"
+        );
+        assert_eq!(
+            derived(with_state(41_004, 4, 8_000))
+                .await
+                .expect("4")
+                .trigger,
+            "after_2",
+            "the older state 3 was not kept"
+        );
+        let failing: Derive = Arc::new(|_: Option<&serde_json::Value>| Derived::Store {
+            trigger: "never".into(),
+            jobs: vec![NewJob {
+                step_index: u32::MAX,
+                ..job("invalid", 1)
+            }],
+        });
+        assert!(
+            s.insert_event_derived(with_state(41_005, 5, 9_000), failing)
+                .await
+                .is_err()
+        );
+        assert_eq!(
+            derived(with_state(41_006, 6, 9_500))
+                .await
+                .expect("6")
+                .trigger,
+            "after_4",
+            "the failed insert left nothing"
+        );
+        let (state, when) = s
+            .get_entity_state("time_entry", 4_100_000_001)
+            .await
+            .expect("get")
+            .expect("stored");
+        assert_eq!((state, when), (json!({"seq": 6}), at(9_500)));
+    }
+
     pub async fn concurrent_derived_inserts_of_one_entity_each_see_the_one_before(t: TestStore) {
         // Every state has the same `at`, so each insert replaces the state; when reading and
         // writing are one transaction, each derivation sees exactly the state of one other event
@@ -1246,6 +1322,46 @@ async fn sqlite_memory_store_works() {
         .await
         .expect("open");
     assert!(other.get_event(out.id).await.expect("get").is_none());
+}
+
+/// Two stores on one SQLite file, as `serve` and a command run beside it: a derivation in one
+/// sees the entity state the other wrote, not a copy it remembered.
+#[tokio::test]
+async fn sqlite_derivation_sees_states_written_by_another_connection() {
+    use std::sync::Arc;
+    use toggl_connect_store::{Derive, Derived, EntityState, Store};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("shared.db").display());
+    let serve = Store::open(&url, Default::default()).await.expect("open");
+    let other = Store::open(&url, Default::default())
+        .await
+        .expect("open again");
+    let after_previous: Derive = Arc::new(|previous: Option<&serde_json::Value>| Derived::Store {
+        trigger: previous.map_or_else(|| "after_none".into(), |p| format!("after_{}", p["seq"])),
+        jobs: Vec::new(),
+    });
+    let with_state = |event_id: i64, seq: i64, secs: i64| {
+        let mut e = common::event(event_id);
+        e.entity_state = Some(EntityState {
+            state: serde_json::json!({ "seq": seq }),
+            at: common::at(secs),
+        });
+        e
+    };
+    let first = serve
+        .insert_event_derived(with_state(1, 1, 1_000), after_previous.clone())
+        .await
+        .expect("first");
+    assert_eq!(first.trigger, "after_none");
+    other
+        .insert_event(with_state(2, 2, 2_000))
+        .await
+        .expect("written by the other connection");
+    let third = serve
+        .insert_event_derived(with_state(3, 3, 3_000), after_previous)
+        .await
+        .expect("third");
+    assert_eq!(third.trigger, "after_2");
 }
 
 #[tokio::test]
