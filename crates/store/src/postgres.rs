@@ -430,21 +430,24 @@ async fn run_batcher(
 ) {
     loop {
         let mut batch = Vec::new();
-        {
-            let mut rx = queue.lock().await;
-            match rx.recv().await {
-                Some(first) => batch.push(first),
-                None => return,
-            }
-            while batch.len() < max_batch {
-                match rx.try_recv() {
-                    Ok(next) => batch.push(next),
-                    Err(_) => break,
-                }
+        // The queue stays locked until this batch has read what it needs and sends its write
+        // (see `insert_batch`): the next batcher collects meanwhile, so it takes everything
+        // that arrived during this batch's first round trip, and its own first round trip
+        // overlaps this one's commit. Without this, batchers split the waiting events among
+        // themselves into small batches.
+        let mut rx = queue.lock().await;
+        match rx.recv().await {
+            Some(first) => batch.push(first),
+            None => return,
+        }
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
             }
         }
         let all: Vec<&InsertRequest> = batch.iter().collect();
-        match insert_batch(&pool, &all).await {
+        match insert_batch(&pool, &all, Some(rx)).await {
             Ok(outcomes) => {
                 counters.committed(batch.len() as u64);
                 for (request, outcome) in batch.into_iter().zip(outcomes) {
@@ -466,7 +469,7 @@ async fn run_batcher(
                 for request in batch {
                     let result = match &unavailable {
                         Some(e) => Err(e.to_batch_failure()),
-                        None => insert_batch(&pool, &[&request]).await.map(|mut o| {
+                        None => insert_batch(&pool, &[&request], None).await.map(|mut o| {
                             counters.committed(1);
                             o.remove(0)
                         }),
@@ -570,13 +573,17 @@ enum Planned {
 /// (each seeing the state the earlier events of the batch leave), and one statement writing
 /// events, entity states and jobs goes with `COMMIT`. A batch without derivations is that one
 /// statement alone.
+///
+/// `queue`, when given, is the batchers' locked queue: it is unlocked once the reads are done,
+/// just before the write goes out (see [`run_batcher`]).
 async fn insert_batch(
     pool: &Pool,
     batch: &[&InsertRequest],
+    queue: Option<QueueGuard<'_>>,
 ) -> Result<Vec<InsertOutcome>, StoreError> {
     let client = get_client(pool).await?;
     let stmts = BatchStatements::prepare(&client).await?;
-    let result = insert_batch_on(&client, &stmts, batch).await;
+    let result = insert_batch_on(&client, &stmts, batch, queue).await;
     if result.is_err() {
         // Best effort: leave the pooled connection outside any transaction.
         let _ = client.batch_execute("ROLLBACK").await;
@@ -584,10 +591,14 @@ async fn insert_batch(
     result
 }
 
+/// The batchers' queue, held by the batcher that is collecting or reading.
+type QueueGuard<'a> = tokio::sync::MutexGuard<'a, mpsc::Receiver<InsertRequest>>;
+
 async fn insert_batch_on(
     client: &Object,
     stmts: &BatchStatements,
     batch: &[&InsertRequest],
+    queue: Option<QueueGuard<'_>>,
 ) -> Result<Vec<InsertOutcome>, StoreError> {
     let keys: Vec<String> = batch
         .iter()
@@ -751,6 +762,8 @@ async fn insert_batch_on(
         }
     }
 
+    // The next batcher may collect and read now: its locks wait for this batch's COMMIT.
+    drop(queue);
     let (rows, _) = tokio::try_join!(
         async {
             client

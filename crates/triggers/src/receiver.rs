@@ -280,8 +280,11 @@ impl Receiver {
 }
 
 /// What the store runs, in its write transaction, once the entity's previous state is known:
-/// refuse a webhook that brings a version catch-up or polling already stored (one change is one
-/// event), else classify against the previous state and plan the rules' jobs.
+/// refuse a webhook that brings a version catch-up or polling already stored, and a catch-up or
+/// polling item no newer than what a webhook already stored (one change is one event: polling
+/// checks this before storing too, but a webhook may land between that check and the insert;
+/// here, under the entity's lock, nothing can), else classify against the previous state and
+/// plan the rules' jobs.
 fn derivation(
     event: Arc<Event>,
     source: EventSource,
@@ -289,9 +292,18 @@ fn derivation(
     envelope: Option<Value>,
 ) -> Derive {
     Arc::new(move |previous: Option<&Value>| {
-        if source == EventSource::Webhook
-            && previous.is_some_and(|state| same_version(state, &event.payload))
-        {
+        let already = match source {
+            EventSource::Webhook => {
+                previous.is_some_and(|state| same_version(state, &event.payload))
+            }
+            // A deletion is news even when `at` did not move.
+            EventSource::Poll | EventSource::Catchup => {
+                event.action != "deleted"
+                    && previous.is_some_and(|state| not_newer(state, &event.payload))
+            }
+            EventSource::Replay => false,
+        };
+        if already {
             return Derived::AlreadyStored;
         }
         let classification = classify(&event, previous);
@@ -564,5 +576,55 @@ mod tests {
             json!({"id": 1, "description": "a", "stop": null, "at": "2025-01-10T09:01:01Z"});
         assert!(!same_version(&listed, &restarted));
         assert!(!same_version(&json!({"id": 1}), &hook), "no at, no verdict");
+    }
+
+    fn event(action: &str, at: &str) -> Arc<Event> {
+        Arc::new(Event {
+            event_id: 0,
+            subscription_id: None,
+            creator_id: None,
+            entity: "time_entry".into(),
+            action: action.into(),
+            workspace_id: Some(1),
+            entity_id: Some(7),
+            path: None,
+            created_at: None,
+            payload: json!({"id": 7, "description": "a", "at": at}),
+        })
+    }
+
+    fn refused(derive: &Derive, previous: &Value) -> bool {
+        matches!(derive(Some(previous)), Derived::AlreadyStored)
+    }
+
+    /// Catch-up and polling check what is stored before they store an item, but a webhook can
+    /// land in between; the derivation, run under the entity's lock, decides for good.
+    #[test]
+    fn a_listed_item_no_newer_than_the_stored_state_is_refused_unless_a_deletion() {
+        let stored = json!({"id": 7, "description": "a", "at": "2025-01-10T09:01:01Z"});
+        for source in [EventSource::Catchup, EventSource::Poll] {
+            let same = derivation(event("updated", "2025-01-10T09:01:01Z"), source, None, None);
+            assert!(refused(&same, &stored), "{source:?}: same version");
+            let older = derivation(event("updated", "2025-01-10T09:00:00Z"), source, None, None);
+            assert!(refused(&older, &stored), "{source:?}: older");
+            let newer = derivation(event("updated", "2025-01-10T09:02:00Z"), source, None, None);
+            assert!(!refused(&newer, &stored), "{source:?}: newer is stored");
+            assert!(
+                matches!(newer(None), Derived::Store { .. }),
+                "nothing stored yet"
+            );
+            let deleted = derivation(event("deleted", "2025-01-10T09:01:01Z"), source, None, None);
+            assert!(
+                !refused(&deleted, &stored),
+                "{source:?}: a deletion is news"
+            );
+        }
+        let replay = derivation(
+            event("updated", "2025-01-10T09:01:01Z"),
+            EventSource::Replay,
+            None,
+            None,
+        );
+        assert!(!refused(&replay, &stored), "a replay runs again on purpose");
     }
 }

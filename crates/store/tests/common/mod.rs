@@ -142,6 +142,10 @@ pub async fn postgres() -> Option<TestStore> {
     let options = StoreOptions {
         schema: Some(schema),
         pool_size: 32,
+        // Several batchers whatever the machine (the default is one per two cores), so the
+        // suite covers batches running side by side: entity locks, shared keys, the queue
+        // handed from one batcher to the next.
+        insert_connections: Some(4),
         ..StoreOptions::default()
     };
     let store = Store::open(&url, options.clone())
