@@ -15,6 +15,10 @@
 //!   of one, waits up to `JOIN_WAIT` for it), fsyncs the WAL once, and only then replies to each
 //!   caller (see `syncer_loop`). Under load many inserts share one fsync.
 //!
+//! The writer is the one serial stage of every insert, so anything that needs no connection is
+//! done by the caller before it queues the write (`PreparedEvent`), and the entity states that
+//! derivations read are kept parsed in the writer (`StateCache`).
+//!
 //! A reader (the read pool below, or `events list`) may see a committed row a moment before its
 //! fsync; nothing is ever acknowledged to a writer before it.
 //!
