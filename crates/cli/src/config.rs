@@ -304,6 +304,20 @@ mod tests {
     }
 
     #[test]
+    fn store_settings_reach_the_store_options() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "[store]\npool_size = 10\ninsert_connections = 3\n").expect("write");
+        let options = load(Some(&p)).expect("loads").config.store.options();
+        assert_eq!(
+            (options.pool_size, options.insert_connections),
+            (10, Some(3))
+        );
+        let unset = StoreConfig::default().options();
+        assert_eq!(unset.insert_connections, None, "unset: the store picks");
+    }
+
+    #[test]
     fn line_col_counts_chars() {
         assert_eq!(line_col("ab\ncdé\nx", 8), (3, 1));
         assert_eq!(line_col("ab\ncd", 4), (2, 2));
