@@ -21,7 +21,9 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use toggl_connect_sandbox::{Sandbox, SandboxConfig, SandboxFacts, SandboxHandle};
-use toggl_connect_store::{EventFilter, EventSource, JobFilter, JobStatus, Store, StoreOptions};
+use toggl_connect_store::{
+    EventFilter, EventSource, JobFilter, JobStatus, Store, StoreOptions, StoredEvent,
+};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
@@ -335,12 +337,8 @@ async fn create_entries(http: &reqwest::Client, facts: &SandboxFacts, from: usiz
     }
 }
 
-/// The sandbox's event log of our subscription: event id -> status.
-async fn event_log(
-    http: &reqwest::Client,
-    facts: &SandboxFacts,
-    sid: i64,
-) -> BTreeMap<i64, String> {
+/// The sandbox's event log of our subscription, oldest first.
+async fn event_log_entries(http: &reqwest::Client, facts: &SandboxFacts, sid: i64) -> Vec<Value> {
     let base = facts.api_url.trim_end_matches("/api/v9");
     let log: Value = http
         .get(format!(
@@ -354,8 +352,20 @@ async fn event_log(
         .json()
         .await
         .expect("event log json");
-    log.as_array()
-        .expect("event log array")
+    match log {
+        Value::Array(entries) => entries,
+        other => panic!("event log is not an array: {other}"),
+    }
+}
+
+/// The sandbox's event log of our subscription: event id -> status.
+async fn event_log(
+    http: &reqwest::Client,
+    facts: &SandboxFacts,
+    sid: i64,
+) -> BTreeMap<i64, String> {
+    event_log_entries(http, facts, sid)
+        .await
         .iter()
         .map(|e| {
             (
@@ -376,22 +386,30 @@ async fn subscription_id(store: &Store) -> i64 {
     subs[0].subscription_id
 }
 
-/// Webhook events in the store: event id -> how many rows.
-async fn stored_webhook_events(store: &Store) -> BTreeMap<i64, usize> {
-    let mut counts = BTreeMap::new();
-    let mut after = None;
+/// Every event in the store, in id order.
+async fn all_events(store: &Store) -> Vec<StoredEvent> {
+    let mut all = Vec::new();
     loop {
         let page = store
             .list_events(EventFilter {
-                after_id: after,
+                after_id: all.last().map(|e: &StoredEvent| e.id),
                 limit: Some(1000),
                 ..EventFilter::default()
             })
             .await
             .expect("list events");
-        let Some(last) = page.last() else { break };
-        after = Some(last.id);
-        for e in page.iter().filter(|e| e.source == EventSource::Webhook) {
+        if page.is_empty() {
+            return all;
+        }
+        all.extend(page);
+    }
+}
+
+/// Webhook events in the store: event id -> how many rows.
+async fn stored_webhook_events(store: &Store) -> BTreeMap<i64, usize> {
+    let mut counts = BTreeMap::new();
+    for e in all_events(store).await {
+        if e.source == EventSource::Webhook {
             *counts.entry(e.event_id).or_insert(0) += 1;
         }
     }
@@ -507,23 +525,8 @@ fn report(s: &Setup) -> String {
 /// The dedupe keys catch-up and polling give the changes the sandbox's events carry
 /// (`<entity>:<id>:<at>`, as `triggers::poll` makes them), by event id.
 async fn change_keys(s: &Setup) -> BTreeMap<i64, String> {
-    let facts = s.sandbox.facts();
-    let base = facts.api_url.trim_end_matches("/api/v9");
-    let log: Value = s
-        .http
-        .get(format!(
-            "{base}/webhooks/api/v1/subscriptions/{}/{}/events",
-            facts.workspace_id, s.sid
-        ))
-        .basic_auth(&facts.api_token, Some("api_token"))
-        .send()
+    event_log_entries(&s.http, s.sandbox.facts(), s.sid)
         .await
-        .expect("event log")
-        .json()
-        .await
-        .expect("event log json");
-    log.as_array()
-        .expect("event log array")
         .iter()
         .filter_map(|e| {
             let at = e["payload"]["at"].as_str()?;
@@ -541,26 +544,12 @@ async fn change_keys(s: &Setup) -> BTreeMap<i64, String> {
 
 /// Dedupe keys of the events catch-up and polling stored.
 async fn stored_change_keys(store: &Store) -> BTreeSet<String> {
-    let mut keys = BTreeSet::new();
-    let mut after = None;
-    loop {
-        let page = store
-            .list_events(EventFilter {
-                after_id: after,
-                limit: Some(1000),
-                ..EventFilter::default()
-            })
-            .await
-            .expect("list events");
-        let Some(last) = page.last() else { break };
-        after = Some(last.id);
-        keys.extend(
-            page.into_iter()
-                .filter(|e| e.source != EventSource::Webhook)
-                .map(|e| e.dedupe_key),
-        );
-    }
-    keys
+    all_events(store)
+        .await
+        .into_iter()
+        .filter(|e| e.source != EventSource::Webhook)
+        .map(|e| e.dedupe_key)
+        .collect()
 }
 
 /// Every event the sandbox marks delivered is stored exactly once, and so is every other one

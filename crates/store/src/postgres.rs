@@ -24,7 +24,8 @@ use crate::{
     AttemptOutcome, AttemptRecord, Counters, Derive, Derived, EntityState, EventFilter,
     EventSource, InsertOutcome, Job, JobDetail, JobFilter, JobStatus, NewEvent, NewJob,
     PruneCounts, Secret, StepResult, StoreError, StoreOptions, StoredEvent, Subscription,
-    check_lease, types::effective_limit,
+    check_lease,
+    types::{PreparedEvent, effective_limit},
 };
 
 /// Key of the transaction-level advisory lock that serialises migrations between instances
@@ -44,9 +45,7 @@ struct Inner {
 }
 
 struct InsertRequest {
-    event: NewEvent,
-    /// `event.entity_state` as JSON text, made by the caller: the batcher is the serial stage.
-    state_text: Option<String>,
+    event: PreparedEvent,
     derive: Option<Derive>,
     reply: oneshot::Sender<Result<InsertOutcome, StoreError>>,
 }
@@ -600,14 +599,11 @@ async fn insert_batch_on(
     batch: &[&InsertRequest],
     queue: Option<QueueGuard<'_>>,
 ) -> Result<Vec<InsertOutcome>, StoreError> {
-    let keys: Vec<String> = batch
-        .iter()
-        .map(|r| r.event.effective_dedupe_key())
-        .collect();
+    let keys: Vec<&str> = batch.iter().map(|r| r.event.key.as_str()).collect();
     let mut lock_keys: Vec<(&str, i64)> = batch
         .iter()
         .filter(|r| r.derive.is_some())
-        .filter_map(|r| Some((r.event.entity.as_str(), r.event.entity_id?)))
+        .filter_map(|r| Some((r.event.ev.entity.as_str(), r.event.ev.entity_id?)))
         .collect();
     lock_keys.sort_unstable();
     lock_keys.dedup();
@@ -655,8 +651,8 @@ async fn insert_batch_on(
     let mut seen = std::collections::HashSet::with_capacity(batch.len());
     let mut plans = Vec::with_capacity(batch.len());
     for (request, key) in batch.iter().zip(&keys) {
-        let ev = &request.event;
-        if !seen.insert(key.as_str()) {
+        let ev = &request.event.ev;
+        if !seen.insert(*key) {
             plans.push(Planned::Repeat);
             continue;
         }
@@ -693,12 +689,12 @@ async fn insert_batch_on(
     let inserts: Vec<usize> = (0..batch.len())
         .filter(|&i| matches!(plans[i], Planned::Insert { .. }))
         .collect();
-    let ev = |i: usize| &batch[i].event;
+    let ev = |i: usize| &batch[i].event.ev;
     let trigger_of = |i: usize| match &plans[i] {
         Planned::Insert { trigger, .. } => trigger.as_str(),
         _ => "",
     };
-    let col_key: Vec<&str> = inserts.iter().map(|&i| keys[i].as_str()).collect();
+    let col_key: Vec<&str> = inserts.iter().map(|&i| keys[i]).collect();
     let col_event_id: Vec<i64> = inserts.iter().map(|&i| ev(i).event_id).collect();
     let col_sub: Vec<Option<i64>> = inserts.iter().map(|&i| ev(i).subscription_id).collect();
     let col_ws: Vec<Option<i64>> = inserts.iter().map(|&i| ev(i).workspace_id).collect();
@@ -716,7 +712,7 @@ async fn insert_batch_on(
     for &i in &inserts {
         if let (Some(state), Some(text), Some(entity_id)) = (
             &ev(i).entity_state,
-            batch[i].state_text.as_deref(),
+            batch[i].event.state_text.as_deref(),
             ev(i).entity_id,
         ) {
             let slot = newest
@@ -729,7 +725,7 @@ async fn insert_batch_on(
     }
     let mut state_rows: Vec<_> = newest.into_iter().collect();
     state_rows.sort_by(|a, b| a.0.cmp(&b.0));
-    let st_key: Vec<&str> = state_rows.iter().map(|r| keys[r.1.0].as_str()).collect();
+    let st_key: Vec<&str> = state_rows.iter().map(|r| keys[r.1.0]).collect();
     let st_entity: Vec<&str> = state_rows.iter().map(|r| r.0.0).collect();
     let st_id: Vec<i64> = state_rows.iter().map(|r| r.0.1).collect();
     let st_state: Vec<&str> = state_rows.iter().map(|r| r.1.2).collect();
@@ -749,7 +745,7 @@ async fn insert_batch_on(
             continue;
         };
         for job in jobs {
-            j_key.push(keys[i].as_str());
+            j_key.push(keys[i]);
             j_rule.push(job.rule.as_str());
             j_index.push(
                 i32::try_from(job.step_index)
@@ -830,7 +826,7 @@ async fn insert_batch_on(
     // The first event of each key decides; later copies in the batch are its duplicates.
     let mut first_id: HashMap<&str, i64> = HashMap::with_capacity(batch.len());
     let mut outcomes = Vec::with_capacity(batch.len());
-    for (plan, key) in plans.into_iter().zip(&keys) {
+    for (plan, &key) in plans.into_iter().zip(&keys) {
         let duplicate = |id| InsertOutcome {
             id,
             duplicate: true,
@@ -838,7 +834,7 @@ async fn insert_batch_on(
             trigger: String::new(),
         };
         let outcome = match plan {
-            Planned::Repeat => duplicate(first_id[key.as_str()]),
+            Planned::Repeat => duplicate(first_id[key]),
             // A redelivery is a duplicate of its stored row, whatever its derivation said.
             Planned::Refused => duplicate(old_ids.get(key).copied().unwrap_or(0)),
             Planned::Insert { trigger, .. } => match new_ids.get(key) {
@@ -856,7 +852,7 @@ async fn insert_batch_on(
                 }),
             },
         };
-        first_id.entry(key.as_str()).or_insert(outcome.id);
+        first_id.entry(key).or_insert(outcome.id);
         outcomes.push(outcome);
     }
     Ok(outcomes)
@@ -993,8 +989,7 @@ impl PgStore {
         self.inner
             .inserts
             .send(InsertRequest {
-                state_text: event.entity_state.as_ref().map(|s| s.state.to_string()),
-                event,
+                event: PreparedEvent::new(event),
                 derive,
                 reply,
             })

@@ -43,7 +43,7 @@ use crate::{
     AttemptOutcome, AttemptRecord, Counters, Derive, Derived, EventFilter, EventSource,
     InsertOutcome, Job, JobDetail, JobFilter, JobStatus, NewEvent, NewJob, PruneCounts, Secret,
     StepResult, StoreError, StoreOptions, StoredEvent, Subscription, check_lease, to_chrono,
-    types::effective_limit,
+    types::{PreparedEvent, effective_limit},
 };
 
 /// Sent back to the caller after the batch's commit (or with the commit's error).
@@ -624,27 +624,6 @@ fn job_status(conn: &Connection, job_id: i64) -> Result<JobStatus, StoreError> {
         .ok_or_else(|| StoreError::not_found("job", job_id))
 }
 
-/// The parts of an insert that need no connection, computed by the caller before it queues the
-/// write: the writer is the one serial stage of every insert, so work done here is work taken
-/// off the path every event waits on.
-struct PreparedEvent {
-    ev: NewEvent,
-    key: String,
-    state_text: Option<String>,
-}
-
-impl PreparedEvent {
-    fn new(ev: NewEvent) -> Self {
-        let key = ev.effective_dedupe_key();
-        let state_text = ev.entity_state.as_ref().map(|s| json_text(&s.state));
-        Self {
-            ev,
-            key,
-            state_text,
-        }
-    }
-}
-
 /// How many entity states the writer keeps parsed (about 1-3 KiB each).
 const STATE_CACHE_ENTRIES: usize = 4096;
 
@@ -726,33 +705,29 @@ fn insert_event_tx(
     // What `entity_state` holds for this entity now, when known: `Some(None)` means no row.
     let mut known: Option<Option<i64>> = None;
     if let Some(derive) = derive {
-        if let Some(entity_id) = ev.entity_id {
-            let cache_key = (ev.entity.clone(), entity_id);
-            if !states.contains_key(&cache_key) {
-                if let Some((state, at)) = read_entity_state(conn, &ev.entity, entity_id)? {
-                    if states.len() >= STATE_CACHE_ENTRIES {
-                        states.clear();
+        let previous = match ev.entity_id {
+            Some(entity_id) => {
+                let cache_key = (ev.entity.clone(), entity_id);
+                if !states.contains_key(&cache_key) {
+                    if let Some((state, at)) = read_entity_state(conn, &ev.entity, entity_id)? {
+                        if states.len() >= STATE_CACHE_ENTRIES {
+                            states.clear();
+                        }
+                        let at_micros = micros(at);
+                        states.insert(cache_key.clone(), CachedState { state, at_micros });
                     }
-                    let at_micros = micros(at);
-                    states.insert(cache_key.clone(), CachedState { state, at_micros });
                 }
+                let cached = states.get(&cache_key);
+                known = Some(cached.map(|c| c.at_micros));
+                cached.map(|c| &c.state)
             }
-            let previous = states.get(&cache_key);
-            known = Some(previous.map(|c| c.at_micros));
-            match derive(previous.map(|c| &c.state)).checked()? {
-                Derived::AlreadyStored => return Ok(duplicate(0)),
-                Derived::Store { trigger, jobs } => {
-                    ev.trigger = trigger;
-                    ev.jobs = jobs;
-                }
-            }
-        } else {
-            match derive(None).checked()? {
-                Derived::AlreadyStored => return Ok(duplicate(0)),
-                Derived::Store { trigger, jobs } => {
-                    ev.trigger = trigger;
-                    ev.jobs = jobs;
-                }
+            None => None,
+        };
+        match derive(previous).checked()? {
+            Derived::AlreadyStored => return Ok(duplicate(0)),
+            Derived::Store { trigger, jobs } => {
+                ev.trigger = trigger;
+                ev.jobs = jobs;
             }
         }
     }

@@ -125,6 +125,28 @@ impl NewEvent {
     }
 }
 
+/// An event with the parts of its insert that need no connection already made: its dedupe key
+/// and its entity state's JSON text. Both stores make it in the caller's task, before the insert
+/// is queued: their writer (SQLite) and batchers (PostgreSQL) are the serial stage every event
+/// waits on, so work done here is work taken off that path.
+pub(crate) struct PreparedEvent {
+    pub ev: NewEvent,
+    pub key: String,
+    pub state_text: Option<String>,
+}
+
+impl PreparedEvent {
+    pub fn new(ev: NewEvent) -> Self {
+        let key = ev.effective_dedupe_key();
+        let state_text = ev.entity_state.as_ref().map(|s| s.state.to_string());
+        Self {
+            ev,
+            key,
+            state_text,
+        }
+    }
+}
+
 /// What [`crate::Store::insert_event`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InsertOutcome {

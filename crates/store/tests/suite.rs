@@ -65,11 +65,13 @@ mod cases {
     use std::sync::Arc;
 
     use toggl_connect_store::{
-        AttemptOutcome, AttemptRecord, Derive, Derived, EntityState, EventFilter, EventSource,
-        JobFilter, JobStatus, NewJob, RetentionPolicy, Secret, StoreError, Subscription,
+        AttemptOutcome, AttemptRecord, Derive, Derived, EventFilter, EventSource, JobFilter,
+        JobStatus, NewJob, RetentionPolicy, Secret, StoreError, Subscription,
     };
 
-    use crate::common::{Kind, TestStore, at, event, eventually, job};
+    use crate::common::{
+        Kind, TestStore, after_previous, at, event, event_with_state, eventually, job,
+    };
 
     const LONG: Duration = Duration::from_secs(600);
 
@@ -235,11 +237,7 @@ mod cases {
                 .expect("get")
                 .is_none()
         );
-        let mut e = event(1);
-        e.entity_state = Some(EntityState {
-            state: json!({"duration": -1, "stop": null}),
-            at: at(2_000),
-        });
+        let e = event_with_state(1, json!({"duration": -1, "stop": null}), 2_000);
         s.insert_event(e).await.expect("insert");
         let (state, when) = s
             .get_entity_state("time_entry", 4_100_000_001)
@@ -249,17 +247,9 @@ mod cases {
         assert_eq!(state, json!({"duration": -1, "stop": null}));
         assert_eq!(when, at(2_000));
 
-        let mut older = event(2);
-        older.entity_state = Some(EntityState {
-            state: json!({"old": true}),
-            at: at(1_000),
-        });
+        let older = event_with_state(2, json!({"old": true}), 1_000);
         s.insert_event(older).await.expect("insert older");
-        let mut dup = event(1);
-        dup.entity_state = Some(EntityState {
-            state: json!({"dup": true}),
-            at: at(9_000),
-        });
+        let dup = event_with_state(1, json!({"dup": true}), 9_000);
         assert!(s.insert_event(dup).await.expect("dup").duplicate);
         let (state, _) = s
             .get_entity_state("time_entry", 4_100_000_001)
@@ -272,11 +262,7 @@ mod cases {
             "older and duplicate ignored"
         );
 
-        let mut newer = event(3);
-        newer.entity_state = Some(EntityState {
-            state: json!({"stop": "2025-01-10T10:00:00Z"}),
-            at: at(3_000),
-        });
+        let newer = event_with_state(3, json!({"stop": "2025-01-10T10:00:00Z"}), 3_000);
         s.insert_event(newer).await.expect("insert newer");
         let (state, when) = s
             .get_entity_state("time_entry", 4_100_000_001)
@@ -961,11 +947,8 @@ mod cases {
             .map(|i| {
                 let store = t.store.clone();
                 tokio::spawn(async move {
-                    let mut e = event(20_000 + i);
-                    e.entity_state = Some(EntityState {
-                        state: json!({"version": i}),
-                        at: at(5_000 + (i * 7) % 48),
-                    });
+                    let mut e =
+                        event_with_state(20_000 + i, json!({"version": i}), 5_000 + (i * 7) % 48);
                     e.jobs = (0..3)
                         .map(|k| {
                             let mut j = job(&format!("rule-{k}"), k);
@@ -1007,24 +990,10 @@ mod cases {
     }
 
     /// A derivation naming the `seq` of the state it was shown (`none` without one).
-    fn after_previous() -> Derive {
-        Arc::new(|previous: Option<&serde_json::Value>| Derived::Store {
-            trigger: match previous {
-                Some(p) => format!("after_{}", p["seq"]),
-                None => "after_none".into(),
-            },
-            jobs: vec![job("derived", 3)],
-        })
-    }
-
     pub async fn derived_insert_sees_the_previous_state_and_sets_triggers_and_jobs(t: TestStore) {
         let s = &t.store;
-        let mut first = event(40_001);
+        let mut first = event_with_state(40_001, json!({"seq": 1}), 6_000);
         first.trigger = "ignored".into();
-        first.entity_state = Some(EntityState {
-            state: json!({"seq": 1}),
-            at: at(6_000),
-        });
         let o1 = s
             .insert_event_derived(first.clone(), after_previous())
             .await
@@ -1032,11 +1001,7 @@ mod cases {
         assert!(!o1.duplicate);
         assert_eq!(o1.trigger, "after_none");
         assert_eq!(o1.job_ids.len(), 1);
-        let mut second = event(40_002);
-        second.entity_state = Some(EntityState {
-            state: json!({"seq": 2}),
-            at: at(6_001),
-        });
+        let second = event_with_state(40_002, json!({"seq": 2}), 6_001);
         let o2 = s
             .insert_event_derived(second, after_previous())
             .await
@@ -1074,27 +1039,19 @@ mod cases {
         t: TestStore,
     ) {
         let s = &t.store;
-        let with_state = |event_id: i64, seq: i64, secs: i64| {
-            let mut e = event(event_id);
-            e.entity_state = Some(EntityState {
-                state: json!({ "seq": seq }),
-                at: at(secs),
-            });
-            e
-        };
         let derived = |e| async move { s.insert_event_derived(e, after_previous()).await };
         assert_eq!(
-            derived(with_state(41_001, 1, 6_000))
+            derived(event_with_state(41_001, json!({"seq": 1}), 6_000))
                 .await
                 .expect("1")
                 .trigger,
             "after_none"
         );
-        s.insert_event(with_state(41_002, 2, 7_000))
+        s.insert_event(event_with_state(41_002, json!({"seq": 2}), 7_000))
             .await
             .expect("plain insert, newer");
         assert_eq!(
-            derived(with_state(41_003, 3, 5_000))
+            derived(event_with_state(41_003, json!({"seq": 3}), 5_000))
                 .await
                 .expect("3")
                 .trigger,
@@ -1102,7 +1059,7 @@ mod cases {
             "sees the plain insert"
         );
         assert_eq!(
-            derived(with_state(41_004, 4, 8_000))
+            derived(event_with_state(41_004, json!({"seq": 4}), 8_000))
                 .await
                 .expect("4")
                 .trigger,
@@ -1117,12 +1074,12 @@ mod cases {
             }],
         });
         assert!(
-            s.insert_event_derived(with_state(41_005, 5, 9_000), failing)
+            s.insert_event_derived(event_with_state(41_005, json!({"seq": 5}), 9_000), failing)
                 .await
                 .is_err()
         );
         assert_eq!(
-            derived(with_state(41_006, 6, 9_500))
+            derived(event_with_state(41_006, json!({"seq": 6}), 9_500))
                 .await
                 .expect("6")
                 .trigger,
@@ -1146,11 +1103,7 @@ mod cases {
             .map(|i| {
                 let store = t.store.clone();
                 tokio::spawn(async move {
-                    let mut e = event(41_000 + i);
-                    e.entity_state = Some(EntityState {
-                        state: json!({"seq": i}),
-                        at: at(7_000),
-                    });
+                    let e = event_with_state(41_000 + i, json!({"seq": i}), 7_000);
                     store
                         .insert_event_derived(e, after_previous())
                         .await
@@ -1174,11 +1127,7 @@ mod cases {
 
     pub async fn derived_insert_can_refuse_a_version_already_stored(t: TestStore) {
         let s = &t.store;
-        let mut e = event(42_001);
-        e.entity_state = Some(EntityState {
-            state: json!({"seq": 9}),
-            at: at(8_000),
-        });
+        let e = event_with_state(42_001, json!({"seq": 9}), 8_000);
         s.insert_event(e).await.expect("first");
         let refuse: Derive = Arc::new(|previous: Option<&serde_json::Value>| {
             if previous.is_some_and(|p| p["seq"] == 9) {
@@ -1218,11 +1167,7 @@ mod cases {
                 }
             }
         });
-        let mut e = event(43_001);
-        e.entity_state = Some(EntityState {
-            state: json!({"seq": 1}),
-            at: at(9_000),
-        });
+        let e = event_with_state(43_001, json!({"seq": 1}), 9_000);
         let first = t
             .store
             .insert_event_derived(e.clone(), refuse_known.clone())
@@ -1328,37 +1273,32 @@ async fn sqlite_memory_store_works() {
 /// sees the entity state the other wrote, not a copy it remembered.
 #[tokio::test]
 async fn sqlite_derivation_sees_states_written_by_another_connection() {
-    use std::sync::Arc;
-    use toggl_connect_store::{Derive, Derived, EntityState, Store};
+    use common::{after_previous, event_with_state};
+    use serde_json::json;
+    use toggl_connect_store::Store;
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("sqlite://{}", dir.path().join("shared.db").display());
     let serve = Store::open(&url, Default::default()).await.expect("open");
     let other = Store::open(&url, Default::default())
         .await
         .expect("open again");
-    let after_previous: Derive = Arc::new(|previous: Option<&serde_json::Value>| Derived::Store {
-        trigger: previous.map_or_else(|| "after_none".into(), |p| format!("after_{}", p["seq"])),
-        jobs: Vec::new(),
-    });
-    let with_state = |event_id: i64, seq: i64, secs: i64| {
-        let mut e = common::event(event_id);
-        e.entity_state = Some(EntityState {
-            state: serde_json::json!({ "seq": seq }),
-            at: common::at(secs),
-        });
-        e
-    };
     let first = serve
-        .insert_event_derived(with_state(1, 1, 1_000), after_previous.clone())
+        .insert_event_derived(
+            event_with_state(1, json!({"seq": 1}), 1_000),
+            after_previous(),
+        )
         .await
         .expect("first");
     assert_eq!(first.trigger, "after_none");
     other
-        .insert_event(with_state(2, 2, 2_000))
+        .insert_event(event_with_state(2, json!({"seq": 2}), 2_000))
         .await
         .expect("written by the other connection");
     let third = serve
-        .insert_event_derived(with_state(3, 3, 3_000), after_previous)
+        .insert_event_derived(
+            event_with_state(3, json!({"seq": 3}), 3_000),
+            after_previous(),
+        )
         .await
         .expect("third");
     assert_eq!(third.trigger, "after_2");

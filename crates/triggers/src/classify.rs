@@ -103,20 +103,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn event(action: &str, payload: Value, path: Option<&str>) -> Event {
-        Event {
-            event_id: 1,
-            subscription_id: None,
-            creator_id: None,
-            entity: "time_entry".into(),
-            action: action.into(),
-            workspace_id: Some(1),
-            entity_id: Some(7),
-            path: path.map(Into::into),
-            created_at: None,
-            payload,
-        }
-    }
+    use crate::envelope::test_time_entry_event as event;
 
     fn running() -> Value {
         json!({"id":7,"duration":-1736499600,"stop":null})

@@ -150,6 +150,23 @@ fn is_name(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
+/// A `time_entry` event about entry 7 in workspace 1, for the crate's unit tests.
+#[cfg(test)]
+pub(crate) fn test_time_entry_event(action: &str, payload: Value, path: Option<&str>) -> Event {
+    Event {
+        event_id: 1,
+        subscription_id: None,
+        creator_id: None,
+        entity: "time_entry".into(),
+        action: action.into(),
+        workspace_id: Some(1),
+        entity_id: Some(7),
+        path: path.map(Into::into),
+        created_at: None,
+        payload,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

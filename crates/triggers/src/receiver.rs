@@ -579,18 +579,11 @@ mod tests {
     }
 
     fn event(action: &str, at: &str) -> Arc<Event> {
-        Arc::new(Event {
-            event_id: 0,
-            subscription_id: None,
-            creator_id: None,
-            entity: "time_entry".into(),
-            action: action.into(),
-            workspace_id: Some(1),
-            entity_id: Some(7),
-            path: None,
-            created_at: None,
-            payload: json!({"id": 7, "description": "a", "at": at}),
-        })
+        Arc::new(crate::envelope::test_time_entry_event(
+            action,
+            json!({"id": 7, "description": "a", "at": at}),
+            None,
+        ))
     }
 
     fn refused(derive: &Derive, previous: &Value) -> bool {

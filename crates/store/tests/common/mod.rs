@@ -7,7 +7,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use toggl_connect_store::{NewEvent, NewJob, Store, StoreOptions};
+use toggl_connect_store::{Derive, Derived, EntityState, NewEvent, NewJob, Store, StoreOptions};
 
 /// Environment variable naming the PostgreSQL server the suite also runs against.
 pub const PG_ENV: &str = "TOGGL_CONNECT_TEST_POSTGRES_URL";
@@ -174,6 +174,29 @@ pub fn event(event_id: i64) -> NewEvent {
         envelope: format!(r#"{{"event_id":{event_id},"payload":{{"id":4100000001}}}}"#),
         ..NewEvent::default()
     }
+}
+
+/// [`event`] carrying the entity state `state`, modified at `secs`.
+pub fn event_with_state(event_id: i64, state: serde_json::Value, secs: i64) -> NewEvent {
+    NewEvent {
+        entity_state: Some(EntityState {
+            state,
+            at: at(secs),
+        }),
+        ..event(event_id)
+    }
+}
+
+/// A derivation whose trigger names the previous state's `seq` (`after_none` without one),
+/// planning one job.
+pub fn after_previous() -> Derive {
+    std::sync::Arc::new(|previous: Option<&serde_json::Value>| Derived::Store {
+        trigger: match previous {
+            Some(p) => format!("after_{}", p["seq"]),
+            None => "after_none".into(),
+        },
+        jobs: vec![job("derived", 3)],
+    })
 }
 
 /// A job for rule `rule`, step 0.
