@@ -49,6 +49,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "entity_state_text",
         sql: include_str!("../migrations/postgres/0003_entity_state_text.sql"),
     },
+    Migration {
+        version: 4,
+        name: "entity_state_version",
+        sql: include_str!("../migrations/postgres/0004_entity_state_version.sql"),
+    },
 ];
 
 /// Compares what a database records with what this build embeds; returns the migrations to apply.

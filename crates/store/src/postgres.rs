@@ -401,12 +401,14 @@ fn spawn_batchers(
         .name("store-pg-inserts".into())
         .spawn(move || {
             let queue = Arc::new(tokio::sync::Mutex::new(queue));
+            let cache = Arc::new(StateCache::default());
             runtime.block_on(async move {
                 let tasks: Vec<_> = (0..batchers)
                     .map(|_| {
                         tokio::spawn(run_batcher(
                             pool.clone(),
                             counters.clone(),
+                            cache.clone(),
                             queue.clone(),
                             max_batch,
                         ))
@@ -424,6 +426,7 @@ fn spawn_batchers(
 async fn run_batcher(
     pool: Pool,
     counters: Arc<Counters>,
+    cache: Arc<StateCache>,
     queue: Arc<tokio::sync::Mutex<mpsc::Receiver<InsertRequest>>>,
     max_batch: usize,
 ) {
@@ -446,7 +449,7 @@ async fn run_batcher(
             }
         }
         let all: Vec<&InsertRequest> = batch.iter().collect();
-        match insert_batch(&pool, &all, Some(rx)).await {
+        match insert_batch(&pool, &cache, &all, Some(rx)).await {
             Ok(outcomes) => {
                 counters.committed(batch.len() as u64);
                 for (request, outcome) in batch.into_iter().zip(outcomes) {
@@ -468,10 +471,14 @@ async fn run_batcher(
                 for request in batch {
                     let result = match &unavailable {
                         Some(e) => Err(e.to_batch_failure()),
-                        None => insert_batch(&pool, &[&request], None).await.map(|mut o| {
-                            counters.committed(1);
-                            o.remove(0)
-                        }),
+                        None => {
+                            insert_batch(&pool, &cache, &[&request], None)
+                                .await
+                                .map(|mut o| {
+                                    counters.committed(1);
+                                    o.remove(0)
+                                })
+                        }
                     };
                     match &result {
                         Ok(outcome) => counters.inserted(outcome),
@@ -510,21 +517,33 @@ impl BatchStatements {
             // A statement of its own after the lock: each statement reads a fresh snapshot,
             // so this one sees what the batch we waited for committed.
             client.prepare_cached(
-                "SELECT entity, entity_id, state, at FROM entity_state \
+                "SELECT entity, entity_id, state, at, version FROM entity_state \
                  WHERE (entity, entity_id) IN (SELECT * FROM unnest($1::text[], $2::int8[]))"
             ),
             // Everything else in one statement: the events (a key someone else stored is
             // skipped), the entity states and jobs of the events this statement inserted, and
             // the ids of the batch's keys ($24) that were already there (read from the
-            // statement's snapshot, which does not include its own inserts). Job ids come from one identity sequence
-            // in `ord` order.
+            // statement's snapshot, which does not include its own inserts). Job ids come from
+            // one identity sequence in `ord` order. The states written come back with their new
+            // versions.
+            //
+            // `chk` makes the write conditional: $25-$27 are the entity state versions the
+            // batch was derived from (NULL: no row), empty when they were just read under the
+            // lock. If any row is not that version any more, nothing is written and the
+            // statement says so (kind 4); the batch is then read and derived again.
             client.prepare_cached(
-                "WITH ins AS ( \
+                "WITH chk AS ( \
+                   SELECT count(*) AS moved \
+                   FROM unnest($25::text[], $26::int8[], $27::int8[]) AS c(e, i, v) \
+                   LEFT JOIN entity_state s ON s.entity = c.e AND s.entity_id = c.i \
+                   WHERE s.version IS DISTINCT FROM c.v), \
+                 ins AS ( \
                    INSERT INTO events (dedupe_key, event_id, subscription_id, workspace_id, \
                    entity, action, trigger_name, entity_id, received_at, envelope, source) \
                    SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[], $4::int8[], \
                    $5::text[], $6::text[], $7::text[], $8::int8[], $9::timestamptz[], \
                    $10::text[], $11::text[]) \
+                   WHERE (SELECT moved FROM chk) = 0 \
                    ON CONFLICT (dedupe_key) DO NOTHING RETURNING id, dedupe_key), \
                  st AS ( \
                    INSERT INTO entity_state (entity, entity_id, state, at) \
@@ -532,8 +551,10 @@ impl BatchStatements {
                    $14::int8[], $15::text[], $16::timestamptz[]) AS s(k, e, i, st, at) \
                    JOIN ins ON ins.dedupe_key = s.k \
                    ON CONFLICT (entity, entity_id) DO UPDATE \
-                   SET state = excluded.state, at = excluded.at \
-                   WHERE excluded.at >= entity_state.at), \
+                   SET state = excluded.state, at = excluded.at, \
+                   version = nextval('entity_state_version') \
+                   WHERE excluded.at >= entity_state.at \
+                   RETURNING entity, entity_id, version), \
                  jb AS ( \
                    INSERT INTO jobs (event_row_id, rule, step_index, step_name, payload, \
                    status, priority, not_before, created_at, updated_at) \
@@ -545,7 +566,9 @@ impl BatchStatements {
                    JOIN ins ON ins.dedupe_key = u.k ORDER BY u.ord RETURNING id, event_row_id) \
                  SELECT 0, id, dedupe_key, NULL::int8 FROM ins \
                  UNION ALL SELECT 1, id, dedupe_key, NULL FROM events WHERE dedupe_key = ANY($24) \
-                 UNION ALL SELECT 2, id, NULL, event_row_id FROM jb"
+                 UNION ALL SELECT 2, id, NULL, event_row_id FROM jb \
+                 UNION ALL SELECT 3, version, entity, entity_id FROM st \
+                 UNION ALL SELECT 4, moved, NULL, NULL FROM chk WHERE moved > 0"
             ),
         )
         .ctx("preparing the insert batch statements")?;
@@ -554,6 +577,72 @@ impl BatchStatements {
             states,
             write,
         })
+    }
+}
+
+/// How many entity states the batchers keep (each a parsed JSON object, about 1-3 KiB).
+const STATE_CACHE_ENTRIES: usize = 8192;
+
+/// An entity's row in `entity_state` as this instance last wrote or read it.
+#[derive(Clone)]
+enum Known {
+    /// No row.
+    Absent,
+    Row {
+        state: Arc<Value>,
+        at: DateTime<Utc>,
+        /// `entity_state.version` (migration 0004): a new one from a sequence on every write.
+        version: i64,
+    },
+}
+
+/// The entity states the batchers last wrote or read, so that a batch whose entities are all
+/// known can be derived before anything is sent, and stored in one round trip (see
+/// [`insert_batch_on`]).
+///
+/// Unlike SQLite's cache, this one is never trusted on its own: other instances write the same
+/// table. The write checks, under the entities' locks, that every row is still the version the
+/// derivations saw, and writes nothing when one moved. So a stale entry costs a round trip, never
+/// a wrong trigger. It is cleared when full, and when a batch fails (the commit's fate may be
+/// unknown).
+#[derive(Default)]
+pub(crate) struct StateCache {
+    map: parking_lot::Mutex<HashMap<(String, i64), Known>>,
+}
+
+impl StateCache {
+    fn clear(&self) {
+        self.map.lock().clear();
+    }
+
+    fn remember(&self, entries: impl IntoIterator<Item = ((String, i64), Known)>) {
+        let mut map = self.map.lock();
+        for (key, known) in entries {
+            if map.len() >= STATE_CACHE_ENTRIES && !map.contains_key(&key) {
+                map.clear();
+            }
+            map.insert(key, known);
+        }
+    }
+
+    fn forget(&self, keys: &[(&str, i64)]) {
+        let mut map = self.map.lock();
+        for (entity, id) in keys {
+            map.remove(&((*entity).to_owned(), *id));
+        }
+    }
+
+    /// What the batch's entities are believed to be, when every one is known. An entity that is
+    /// not known but that the batch creates is expected to have no row yet: a guess, which the
+    /// write checks like the rest.
+    fn lookup(&self, keys: &[(&str, i64)], created: &[(&str, i64)]) -> Option<Vec<Known>> {
+        let map = self.map.lock();
+        keys.iter()
+            .map(|(entity, id)| match map.get(&((*entity).to_owned(), *id)) {
+                Some(known) => Some(known.clone()),
+                None => created.contains(&(*entity, *id)).then_some(Known::Absent),
+            })
+            .collect()
     }
 }
 
@@ -567,23 +656,30 @@ enum Planned {
     Insert { trigger: String, jobs: Vec<NewJob> },
 }
 
-/// Stores a batch in one transaction with two pipelined round trips: `BEGIN`, the entity locks
-/// and the read of the entity states go together; then the derivations run here in batch order
-/// (each seeing the state the earlier events of the batch leave), and one statement writing
-/// events, entity states and jobs goes with `COMMIT`. A batch without derivations is that one
-/// statement alone.
+/// Stores a batch in one transaction.
 ///
-/// `queue`, when given, is the batchers' locked queue: it is unlocked once the reads are done,
-/// just before the write goes out (see [`run_batcher`]).
+/// - Without derivations: one statement, its own transaction, one round trip.
+/// - With derivations, when every entity is in the [`StateCache`]: the derivations run first,
+///   against the cached states, then `BEGIN`, the entity locks, the write and `COMMIT` go
+///   together, one round trip. The write checks the versions and writes nothing if a state
+///   moved; the batch then goes the long way, below.
+/// - Otherwise two round trips: `BEGIN`, the locks and the read of the entity states go
+///   together; then the derivations run here in batch order (each seeing the state the earlier
+///   events of the batch leave), and the write goes with `COMMIT`.
+///
+/// `queue`, when given, is the batchers' locked queue: it is unlocked just before the write goes
+/// out (see [`run_batcher`]).
 async fn insert_batch(
     pool: &Pool,
+    cache: &StateCache,
     batch: &[&InsertRequest],
     queue: Option<QueueGuard<'_>>,
 ) -> Result<Vec<InsertOutcome>, StoreError> {
     let client = get_client(pool).await?;
     let stmts = BatchStatements::prepare(&client).await?;
-    let result = insert_batch_on(&client, &stmts, batch, queue).await;
+    let result = insert_batch_on(&client, &stmts, cache, batch, queue).await;
     if result.is_err() {
+        cache.clear();
         // Best effort: leave the pooled connection outside any transaction.
         let _ = client.batch_execute("ROLLBACK").await;
     }
@@ -593,13 +689,16 @@ async fn insert_batch(
 /// The batchers' queue, held by the batcher that is collecting or reading.
 type QueueGuard<'a> = tokio::sync::MutexGuard<'a, mpsc::Receiver<InsertRequest>>;
 
+/// An entity state a batch's derivations start from.
+type Previous = ((String, i64), Known);
+
 async fn insert_batch_on(
     client: &Object,
     stmts: &BatchStatements,
+    cache: &StateCache,
     batch: &[&InsertRequest],
-    queue: Option<QueueGuard<'_>>,
+    mut queue: Option<QueueGuard<'_>>,
 ) -> Result<Vec<InsertOutcome>, StoreError> {
-    let keys: Vec<&str> = batch.iter().map(|r| r.event.key.as_str()).collect();
     let mut lock_keys: Vec<(&str, i64)> = batch
         .iter()
         .filter(|r| r.derive.is_some())
@@ -607,42 +706,114 @@ async fn insert_batch_on(
         .collect();
     lock_keys.sort_unstable();
     lock_keys.dedup();
+    if lock_keys.is_empty() {
+        // Nothing to read first: the write alone, its own (atomic) transaction.
+        return write_batch(client, stmts, cache, batch, &[], Vec::new(), queue.take())
+            .await?
+            .ok_or_else(|| StoreError::corrupt("an unconditional insert batch was refused"));
+    }
+    let created: Vec<(&str, i64)> = batch
+        .iter()
+        .filter(|r| r.derive.is_some() && r.event.ev.action == "created")
+        .filter_map(|r| Some((r.event.ev.entity.as_str(), r.event.ev.entity_id?)))
+        .collect();
+    if let Some(known) = cache.lookup(&lock_keys, &created) {
+        let previous = lock_keys
+            .iter()
+            .map(|(e, i)| ((*e).to_owned(), *i))
+            .zip(known)
+            .collect();
+        if let Some(outcomes) = write_batch(
+            client,
+            stmts,
+            cache,
+            batch,
+            &lock_keys,
+            previous,
+            queue.take(),
+        )
+        .await?
+        {
+            return Ok(outcomes);
+        }
+        // A state moved (another instance wrote it, or a guess was wrong): read them all.
+        cache.forget(&lock_keys);
+    }
+
+    // In this order on the server: the lock first, then the states, so the read sees what a
+    // batch we waited for committed.
     let lock_entity: Vec<&str> = lock_keys.iter().map(|k| k.0).collect();
     let lock_id: Vec<i64> = lock_keys.iter().map(|k| k.1).collect();
-
-    // Without derivations nothing is read first, and the one write statement is its own
-    // (atomic) transaction: one round trip. With them, in this order on the server: the lock
-    // first, then the states, so the read sees what a batch we waited for committed.
-    let in_transaction = !lock_keys.is_empty();
-    let state_rows = if in_transaction {
-        let params: [&(dyn ToSql + Sync); 2] = [&lock_entity, &lock_id];
-        let (_, _, rows) = tokio::try_join!(
-            client.batch_execute("BEGIN"),
-            client.query(&stmts.lock, &params),
-            client.query(&stmts.states, &params),
-        )
-        .ctx("reading before an insert batch")?;
-        rows
-    } else {
-        Vec::new()
-    };
-    let stored: Vec<(String, i64, Value, DateTime<Utc>)> = state_rows
+    let params: [&(dyn ToSql + Sync); 2] = [&lock_entity, &lock_id];
+    let (_, _, rows) = tokio::try_join!(
+        client.batch_execute("BEGIN"),
+        client.query(&stmts.lock, &params),
+        client.query(&stmts.states, &params),
+    )
+    .ctx("reading before an insert batch")?;
+    let mut read: HashMap<(String, i64), Known> = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let text: String = get(row, 2)?;
+        read.insert(
+            (get(row, 0)?, get(row, 1)?),
+            Known::Row {
+                state: Arc::new(parse_state(&text)?),
+                at: get(row, 3)?,
+                version: get(row, 4)?,
+            },
+        );
+    }
+    let previous: Vec<Previous> = lock_keys
         .iter()
-        .map(|row| {
-            let text: String = get(row, 2)?;
-            Ok((
-                get(row, 0)?,
-                get(row, 1)?,
-                parse_state(&text)?,
-                get(row, 3)?,
-            ))
+        .map(|(e, i)| {
+            let key = ((*e).to_owned(), *i);
+            let known = read.remove(&key).unwrap_or(Known::Absent);
+            (key, known)
         })
-        .collect::<Result<_, StoreError>>()?;
+        .collect();
+    // True until this transaction ends, and `write_batch` brings the written ones up to date.
+    cache.remember(previous.iter().cloned());
+    write_batch(client, stmts, cache, batch, &[], previous, queue.take())
+        .await?
+        .ok_or_else(|| StoreError::corrupt("an insert batch was refused after reading its states"))
+}
+
+/// Plans the batch against `previous` (the states of its derived events' entities) and writes
+/// it. With `lock` (the batch's entities), the transaction starts here: `BEGIN` and the locks
+/// go out with the write, which then only writes if every state in `previous` is still that
+/// version. Without it, the caller has begun the transaction and read `previous` under the
+/// locks (or nothing needed reading). `None`: a state moved and nothing was written.
+async fn write_batch(
+    client: &Object,
+    stmts: &BatchStatements,
+    cache: &StateCache,
+    batch: &[&InsertRequest],
+    lock: &[(&str, i64)],
+    previous: Vec<Previous>,
+    queue: Option<QueueGuard<'_>>,
+) -> Result<Option<Vec<InsertOutcome>>, StoreError> {
+    let keys: Vec<&str> = batch.iter().map(|r| r.event.key.as_str()).collect();
+    let in_transaction = !previous.is_empty();
+    // What the write checks, in the one-round-trip case.
+    let (mut chk_entity, mut chk_id, mut chk_version) = (Vec::new(), Vec::new(), Vec::new());
+    if !lock.is_empty() {
+        for ((entity, id), known) in &previous {
+            chk_entity.push(entity.as_str());
+            chk_id.push(*id);
+            chk_version.push(match known {
+                Known::Absent => None,
+                Known::Row { version, .. } => Some(*version),
+            });
+        }
+    }
     // Each entity's state as the next derivation must see it: the stored one, then moved
     // forward by the batch's own events (newest `at` wins, as the upsert below does).
-    let mut latest: HashMap<(&str, i64), (&Value, DateTime<Utc>)> = stored
+    let mut latest: HashMap<(&str, i64), (&Value, DateTime<Utc>)> = previous
         .iter()
-        .map(|(entity, id, state, at)| ((entity.as_str(), *id), (state, *at)))
+        .filter_map(|((entity, id), known)| match known {
+            Known::Absent => None,
+            Known::Row { state, at, .. } => Some(((entity.as_str(), *id), (&**state, *at))),
+        })
         .collect();
 
     // Plan each event in batch order, as one-by-one inserts would have seen them. An event
@@ -723,7 +894,7 @@ async fn insert_batch_on(
             }
         }
     }
-    let mut state_rows: Vec<_> = newest.into_iter().collect();
+    let mut state_rows: Vec<_> = newest.iter().map(|(k, v)| (*k, *v)).collect();
     state_rows.sort_by(|a, b| a.0.cmp(&b.0));
     let st_key: Vec<&str> = state_rows.iter().map(|r| keys[r.1.0]).collect();
     let st_entity: Vec<&str> = state_rows.iter().map(|r| r.0.0).collect();
@@ -758,42 +929,59 @@ async fn insert_batch_on(
         }
     }
 
+    let lock_entity: Vec<&str> = lock.iter().map(|k| k.0).collect();
+    let lock_id: Vec<i64> = lock.iter().map(|k| k.1).collect();
+    let lock_params: [&(dyn ToSql + Sync); 2] = [&lock_entity, &lock_id];
+    let write_params: [&(dyn ToSql + Sync); 27] = [
+        &col_key,
+        &col_event_id,
+        &col_sub,
+        &col_ws,
+        &col_entity,
+        &col_action,
+        &col_trigger,
+        &col_entity_id,
+        &col_received,
+        &col_envelope,
+        &col_source,
+        &st_key,
+        &st_entity,
+        &st_id,
+        &st_state,
+        &st_at,
+        &j_key,
+        &j_rule,
+        &j_index,
+        &j_name,
+        &j_payload,
+        &j_prio,
+        &j_nb,
+        &keys,
+        &chk_entity,
+        &chk_id,
+        &chk_version,
+    ];
     // The next batcher may collect and read now: its locks wait for this batch's COMMIT.
     drop(queue);
-    let (rows, _) = tokio::try_join!(
+    // Four futures, sent in this order when first polled (one round trip); each must be its
+    // own, or the lock would only go out once `BEGIN` has come back, after the write.
+    let locking = !lock.is_empty();
+    let (_, _, rows, _) = tokio::try_join!(
         async {
-            client
-                .query(
-                    &stmts.write,
-                    &[
-                        &col_key,
-                        &col_event_id,
-                        &col_sub,
-                        &col_ws,
-                        &col_entity,
-                        &col_action,
-                        &col_trigger,
-                        &col_entity_id,
-                        &col_received,
-                        &col_envelope,
-                        &col_source,
-                        &st_key,
-                        &st_entity,
-                        &st_id,
-                        &st_state,
-                        &st_at,
-                        &j_key,
-                        &j_rule,
-                        &j_index,
-                        &j_name,
-                        &j_payload,
-                        &j_prio,
-                        &j_nb,
-                        &keys,
-                    ],
-                )
-                .await
+            if locking {
+                client.batch_execute("BEGIN").await
+            } else {
+                Ok(())
+            }
         },
+        async {
+            if locking {
+                client.query(&stmts.lock, &lock_params).await.map(drop)
+            } else {
+                Ok(())
+            }
+        },
+        client.query(&stmts.write, &write_params),
         async {
             if in_transaction {
                 client.batch_execute("COMMIT").await
@@ -806,6 +994,7 @@ async fn insert_batch_on(
     let mut new_ids: HashMap<String, i64> = HashMap::new();
     let mut old_ids: HashMap<String, i64> = HashMap::new();
     let mut jobs_by_event: HashMap<i64, Vec<i64>> = HashMap::new();
+    let mut written = Vec::new();
     for row in &rows {
         let kind: i32 = get(row, 0)?;
         let id: i64 = get(row, 1)?;
@@ -816,12 +1005,25 @@ async fn insert_batch_on(
             1 => {
                 old_ids.insert(get(row, 2)?, id);
             }
-            _ => jobs_by_event.entry(get(row, 3)?).or_default().push(id),
+            2 => jobs_by_event.entry(get(row, 3)?).or_default().push(id),
+            3 => written.push((get::<String>(row, 2)?, get::<i64>(row, 3)?, id)),
+            _ => return Ok(None),
         }
     }
     for ids in jobs_by_event.values_mut() {
         ids.sort_unstable();
     }
+    cache.remember(written.into_iter().filter_map(|(entity, id, version)| {
+        let state = newest.get(&(entity.as_str(), id))?.1;
+        Some((
+            (entity, id),
+            Known::Row {
+                state: Arc::new(state.state.clone()),
+                at: state.at,
+                version,
+            },
+        ))
+    }));
 
     // The first event of each key decides; later copies in the batch are its duplicates.
     let mut first_id: HashMap<&str, i64> = HashMap::with_capacity(batch.len());
@@ -855,7 +1057,7 @@ async fn insert_batch_on(
         first_id.entry(key).or_insert(outcome.id);
         outcomes.push(outcome);
     }
-    Ok(outcomes)
+    Ok(Some(outcomes))
 }
 
 async fn lookup_event_id(client: &Object, key: &str) -> Result<i64, StoreError> {

@@ -54,6 +54,7 @@ suite!(
     concurrent_derived_inserts_of_one_entity_each_see_the_one_before,
     derived_insert_can_refuse_a_version_already_stored,
     a_redelivery_is_a_duplicate_of_its_row_whatever_its_derivation_says,
+    derivations_see_states_another_store_wrote,
 );
 
 mod cases {
@@ -713,8 +714,8 @@ mod cases {
             t.raw_count("SELECT count(*) FROM schema_migrations").await,
             match t.kind {
                 Kind::Sqlite => 2,
-                // and 0003_entity_state_text
-                Kind::Postgres => 3,
+                // and 0003_entity_state_text, 0004_entity_state_version
+                Kind::Postgres => 4,
             },
             "one row per migration (0001_init, 0002_drop_unused_trigger_index, ...), each applied once"
         );
@@ -1217,6 +1218,54 @@ mod cases {
         assert_eq!(stored.len(), expected);
     }
 
+    /// Two stores on one database: on SQLite, `serve` and a command run beside it; on
+    /// PostgreSQL, two instances. A derivation in one sees the entity state the other wrote, not
+    /// a copy it remembered: after a plain write, after a derived write with the same `at` (so
+    /// `at` alone cannot tell the states apart), and for an entity the other created first.
+    pub async fn derivations_see_states_another_store_wrote(t: TestStore) {
+        let serve = &t.store;
+        let other = t.reopen().await;
+        let derived = |store: &toggl_connect_store::Store, e| {
+            let store = store.clone();
+            async move {
+                store
+                    .insert_event_derived(e, after_previous())
+                    .await
+                    .expect("derived insert")
+                    .trigger
+            }
+        };
+        assert_eq!(
+            derived(serve, event_with_state(43_001, json!({"seq": 1}), 1_000)).await,
+            "after_none"
+        );
+        other
+            .insert_event(event_with_state(43_002, json!({"seq": 2}), 2_000))
+            .await
+            .expect("plain insert by the other store");
+        assert_eq!(
+            derived(serve, event_with_state(43_003, json!({"seq": 3}), 3_000)).await,
+            "after_2"
+        );
+        assert_eq!(
+            derived(&other, event_with_state(43_004, json!({"seq": 4}), 3_000)).await,
+            "after_3"
+        );
+        assert_eq!(
+            derived(serve, event_with_state(43_005, json!({"seq": 5}), 3_000)).await,
+            "after_4",
+            "the same `at`, another state"
+        );
+        // An entity `serve` has never seen, created by the other store first.
+        let fresh = |event_id, seq| {
+            let mut e = event_with_state(event_id, json!({ "seq": seq }), 4_000);
+            e.entity_id = Some(4_100_000_777);
+            e
+        };
+        assert_eq!(derived(&other, fresh(43_006, 6)).await, "after_none");
+        assert_eq!(derived(serve, fresh(43_007, 7)).await, "after_6");
+    }
+
     pub async fn ping_and_stats(t: TestStore) {
         let s = &t.store;
         s.ping().await.expect("ping");
@@ -1267,41 +1316,6 @@ async fn sqlite_memory_store_works() {
         .await
         .expect("open");
     assert!(other.get_event(out.id).await.expect("get").is_none());
-}
-
-/// Two stores on one SQLite file, as `serve` and a command run beside it: a derivation in one
-/// sees the entity state the other wrote, not a copy it remembered.
-#[tokio::test]
-async fn sqlite_derivation_sees_states_written_by_another_connection() {
-    use common::{after_previous, event_with_state};
-    use serde_json::json;
-    use toggl_connect_store::Store;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let url = format!("sqlite://{}", dir.path().join("shared.db").display());
-    let serve = Store::open(&url, Default::default()).await.expect("open");
-    let other = Store::open(&url, Default::default())
-        .await
-        .expect("open again");
-    let first = serve
-        .insert_event_derived(
-            event_with_state(1, json!({"seq": 1}), 1_000),
-            after_previous(),
-        )
-        .await
-        .expect("first");
-    assert_eq!(first.trigger, "after_none");
-    other
-        .insert_event(event_with_state(2, json!({"seq": 2}), 2_000))
-        .await
-        .expect("written by the other connection");
-    let third = serve
-        .insert_event_derived(
-            event_with_state(3, json!({"seq": 3}), 3_000),
-            after_previous(),
-        )
-        .await
-        .expect("third");
-    assert_eq!(third.trigger, "after_2");
 }
 
 #[tokio::test]
