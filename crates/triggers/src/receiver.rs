@@ -33,7 +33,7 @@ use tokio::sync::broadcast;
 use crate::classify::{Classification, classify};
 use crate::envelope::{self, Delivery, Event};
 use crate::metrics::{Metrics, Rejection};
-use crate::signature::{self, SIGNATURE_HEADER, SigningSecret};
+use crate::signature::{self, SIGNATURE_HEADER, SignatureError, SigningSecret};
 use crate::subscriptions::PendingValidations;
 
 /// Default largest delivery body accepted.
@@ -102,12 +102,10 @@ impl SecretRing {
         self.entries.read().is_empty()
     }
 
-    fn snapshot(&self) -> Vec<SigningSecret> {
-        self.entries
-            .read()
-            .iter()
-            .map(|e| e.secret.clone())
-            .collect()
+    /// [`signature::verify`] against every accepted secret, under the read lock (no copies of
+    /// the secrets per delivery).
+    fn verify(&self, header: Option<&[u8]>, body: &[u8]) -> Result<usize, SignatureError> {
+        signature::verify(header, body, self.entries.read().iter().map(|e| &e.secret))
     }
 }
 
@@ -479,11 +477,10 @@ async fn deliver(
             };
         }
     };
-    let candidates = r.secrets.snapshot();
     let sig = headers
         .get(SIGNATURE_HEADER)
         .map(axum::http::HeaderValue::as_bytes);
-    if signature::verify(sig, &bytes, &candidates).is_err() {
+    if r.secrets.verify(sig, &bytes).is_err() {
         return reject(&r, Rejection::Signature, StatusCode::UNAUTHORIZED, "");
     }
     let Ok(delivery) = envelope::parse(&bytes) else {
@@ -531,9 +528,16 @@ async fn deliver(
             match r.store_event(event, raw, EventSource::Webhook, None).await {
                 Ok((id, duplicate)) => {
                     tracing::debug!(id, event_id, duplicate, "event acknowledged");
+                    // The two possible answers, written once: every delivery gets one.
+                    let body = if duplicate {
+                        r#"{"stored":false,"duplicate":true}"#
+                    } else {
+                        r#"{"stored":true,"duplicate":false}"#
+                    };
                     (
                         StatusCode::OK,
-                        Json(json!({"stored": !duplicate, "duplicate": duplicate})),
+                        [(header::CONTENT_TYPE, "application/json")],
+                        body,
                     )
                         .into_response()
                 }
