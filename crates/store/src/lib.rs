@@ -129,6 +129,13 @@ impl Store {
         Ok(Store { backend })
     }
 
+    /// Removes a PostgreSQL schema made with [`StoreOptions::schema`], with everything in it
+    /// (`DROP SCHEMA ... CASCADE`; nothing happens if it does not exist). For tests and tooling
+    /// that give each run a schema of its own in a shared database.
+    pub async fn drop_postgres_schema(url: &str, schema: &str) -> Result<(), StoreError> {
+        postgres::drop_schema(url, schema).await
+    }
+
     /// `"sqlite"` or `"postgres"`.
     pub fn backend_name(&self) -> &'static str {
         match &self.backend {

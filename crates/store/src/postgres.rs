@@ -1060,6 +1060,26 @@ async fn write_batch(
     Ok(Some(outcomes))
 }
 
+/// See [`crate::Store::drop_postgres_schema`].
+pub(crate) async fn drop_schema(url: &str, schema: &str) -> Result<(), StoreError> {
+    if !valid_schema(schema) {
+        return Err(StoreError::Config(format!(
+            "schema {schema:?} must be letters, digits and _ only"
+        )));
+    }
+    let (client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .ctx("connecting to drop a schema")?;
+    let connection = tokio::spawn(connection);
+    let result = client
+        .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        .await
+        .ctx("dropping a schema");
+    drop(client);
+    let _ = connection.await;
+    result
+}
+
 async fn lookup_event_id(client: &Object, key: &str) -> Result<i64, StoreError> {
     let row = client
         .query_opt("SELECT id FROM events WHERE dedupe_key = $1", &[&key])

@@ -22,6 +22,31 @@ struct Db {
     options: StoreOptions,
     label: &'static str,
     _dir: Option<tempfile::TempDir>,
+    _schema: Option<SchemaGuard>,
+}
+
+/// Drops a test's PostgreSQL schema when the test ends, passed or failed, so that runs do not
+/// pile schemas up in the shared database.
+struct SchemaGuard {
+    url: String,
+    schema: String,
+}
+
+impl Drop for SchemaGuard {
+    fn drop(&mut self) {
+        let (url, schema) = (self.url.clone(), self.schema.clone());
+        // Drop runs inside the test's runtime: a thread with its own runtime does not block it.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime for cleanup");
+            if let Err(e) = rt.block_on(Store::drop_postgres_schema(&url, &schema)) {
+                eprintln!("could not drop test schema {schema}: {e}");
+            }
+        })
+        .join();
+    }
 }
 
 impl Db {
@@ -39,18 +64,23 @@ fn dbs() -> Vec<Db> {
         options: StoreOptions::default(),
         label: "sqlite",
         _dir: Some(dir),
+        _schema: None,
     }];
     match std::env::var(PG_ENV) {
-        Ok(url) if !url.is_empty() => v.push(Db {
-            url,
-            options: StoreOptions {
-                schema: Some(format!("tc_leader_{:08x}", rand::thread_rng().next_u32())),
-                pool_size: 4,
-                ..StoreOptions::default()
-            },
-            label: "postgres",
-            _dir: None,
-        }),
+        Ok(url) if !url.is_empty() => {
+            let schema = format!("tc_leader_{:08x}", rand::thread_rng().next_u32());
+            v.push(Db {
+                url: url.clone(),
+                options: StoreOptions {
+                    schema: Some(schema.clone()),
+                    pool_size: 4,
+                    ..StoreOptions::default()
+                },
+                label: "postgres",
+                _dir: None,
+                _schema: Some(SchemaGuard { url, schema }),
+            });
+        }
         _ => eprintln!("note: {PG_ENV} is not set; leader tests run on SQLite only"),
     }
     v

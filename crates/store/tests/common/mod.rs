@@ -103,16 +103,9 @@ impl Drop for TestStore {
                 .enable_all()
                 .build()
                 .expect("runtime for cleanup");
-            rt.block_on(async move {
-                if let Ok((client, conn)) =
-                    tokio_postgres::connect(&url, tokio_postgres::NoTls).await
-                {
-                    tokio::spawn(conn);
-                    let _ = client
-                        .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-                        .await;
-                }
-            });
+            if let Err(e) = rt.block_on(Store::drop_postgres_schema(&url, &schema)) {
+                eprintln!("could not drop test schema {schema}: {e}");
+            }
         })
         .join();
     }
