@@ -1318,6 +1318,46 @@ async fn sqlite_memory_store_works() {
     assert!(other.get_event(out.id).await.expect("get").is_none());
 }
 
+/// A database that migration 0003 left, with entity states in it, upgrades to 0004: every row
+/// gets a version of its own, and derivations see the states as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_upgrade_to_entity_state_versions_keeps_the_states() {
+    use common::{after_previous, event_with_state};
+    use serde_json::json;
+    let Some(t) = common::postgres().await else {
+        eprintln!("{} not set: skipped", common::PG_ENV);
+        return;
+    };
+    // Back to the tables as 0003 left them, holding two states.
+    t.raw_sql(
+        "ALTER TABLE entity_state DROP COLUMN version; DROP SEQUENCE entity_state_version; \
+         ALTER TABLE entity_state RESET (fillfactor); \
+         DELETE FROM schema_migrations WHERE version = 4; \
+         INSERT INTO entity_state (entity, entity_id, state, at) VALUES \
+         ('time_entry', 4100000001, '{\"seq\": 1}', now()), \
+         ('time_entry', 4100000002, '{\"seq\": 2}', now())",
+    )
+    .await;
+    let upgraded = t.reopen().await;
+    assert_eq!(
+        t.raw_count("SELECT count(*) FROM schema_migrations").await,
+        4
+    );
+    assert_eq!(
+        t.raw_count("SELECT count(DISTINCT version) FROM entity_state")
+            .await,
+        2
+    );
+    let out = upgraded
+        .insert_event_derived(
+            event_with_state(44_001, json!({"seq": 3}), 2_000_000_000),
+            after_previous(),
+        )
+        .await
+        .expect("derived insert after the upgrade");
+    assert_eq!(out.trigger, "after_1");
+}
+
 #[tokio::test]
 async fn bad_urls_are_config_errors() {
     for url in [
