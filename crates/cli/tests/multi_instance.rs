@@ -22,7 +22,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use toggl_connect_sandbox::{Sandbox, SandboxConfig, SandboxFacts, SandboxHandle};
 use toggl_connect_store::{
-    EventFilter, EventSource, JobFilter, JobStatus, Store, StoreOptions, StoredEvent,
+    EventFilter, EventSource, JobFilter, JobStatus, Store, StoreOptions, StoredEvent, TempSchema,
 };
 use tokio::sync::Mutex;
 use tokio::time::Instant;
@@ -446,31 +446,7 @@ struct Setup {
     http: reqwest::Client,
     sid: i64,
     /// Last, so that it drops after the instances are gone.
-    _schema: SchemaGuard,
-}
-
-/// Drops a test's PostgreSQL schema when the test ends, passed or failed, so that runs do not
-/// pile schemas up in the shared database.
-struct SchemaGuard {
-    url: String,
-    schema: String,
-}
-
-impl Drop for SchemaGuard {
-    fn drop(&mut self) {
-        let (url, schema) = (self.url.clone(), self.schema.clone());
-        // Drop runs inside the test's runtime: a thread with its own runtime does not block it.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime for cleanup");
-            if let Err(e) = rt.block_on(Store::drop_postgres_schema(&url, &schema)) {
-                eprintln!("could not drop test schema {schema}: {e}");
-            }
-        })
-        .join();
-    }
+    _schema: TempSchema,
 }
 
 /// A fresh schema, a sandbox, the balancer, and `instances` `serve` processes behind it, started
@@ -483,10 +459,7 @@ async fn setup(tag: &str, pg: &str, instances: usize, config: Option<&str>) -> S
         p
     });
     let schema = fresh_schema(tag);
-    let guard = SchemaGuard {
-        url: pg.to_owned(),
-        schema: schema.clone(),
-    };
+    let guard = TempSchema::new(pg, schema.clone());
     // Creates the schema and its tables; the processes then find them through search_path.
     let store = Store::open(
         pg,

@@ -72,6 +72,43 @@ pub use types::{
     StoreOptions, StoreStats, StoredEvent, Subscription,
 };
 
+/// A PostgreSQL schema (see [`StoreOptions::schema`]) that is dropped, with everything in it,
+/// when this value is: for tests and tooling that give each run a schema of its own in a shared
+/// database, so that runs that pass or fail leave nothing behind.
+#[derive(Debug)]
+pub struct TempSchema {
+    url: String,
+    schema: String,
+}
+
+impl TempSchema {
+    /// `schema` in the database at `url`; it need not exist yet.
+    pub fn new(url: impl Into<String>, schema: impl Into<String>) -> TempSchema {
+        TempSchema {
+            url: url.into(),
+            schema: schema.into(),
+        }
+    }
+}
+
+impl Drop for TempSchema {
+    fn drop(&mut self) {
+        let (url, schema) = (self.url.clone(), self.schema.clone());
+        // Drop may run inside a runtime, which must not block: a thread with its own runtime.
+        let _ = std::thread::spawn(move || {
+            let result = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| StoreError::unavailable(format!("a runtime for cleanup: {e}")))
+                .and_then(|rt| rt.block_on(postgres::drop_schema(&url, &schema)));
+            if let Err(e) = result {
+                tracing::warn!(schema, error = %e, "could not drop a temporary schema");
+            }
+        })
+        .join();
+    }
+}
+
 /// The store. Cheap to clone: every clone shares the same connections.
 #[derive(Clone)]
 pub struct Store {
@@ -127,13 +164,6 @@ impl Store {
             ));
         };
         Ok(Store { backend })
-    }
-
-    /// Removes a PostgreSQL schema made with [`StoreOptions::schema`], with everything in it
-    /// (`DROP SCHEMA ... CASCADE`; nothing happens if it does not exist). For tests and tooling
-    /// that give each run a schema of its own in a shared database.
-    pub async fn drop_postgres_schema(url: &str, schema: &str) -> Result<(), StoreError> {
-        postgres::drop_schema(url, schema).await
     }
 
     /// `"sqlite"` or `"postgres"`.

@@ -25,7 +25,7 @@ use crate::{
     EventSource, InsertOutcome, Job, JobDetail, JobFilter, JobStatus, NewEvent, NewJob,
     PruneCounts, Secret, StepResult, StoreError, StoreOptions, StoredEvent, Subscription,
     check_lease,
-    types::{PreparedEvent, effective_limit},
+    types::{PreparedEvent, StateMap, effective_limit},
 };
 
 /// Key of the transaction-level advisory lock that serialises migrations between instances
@@ -607,7 +607,7 @@ enum Known {
 /// unknown).
 #[derive(Default)]
 pub(crate) struct StateCache {
-    map: parking_lot::Mutex<HashMap<(String, i64), Known>>,
+    map: parking_lot::Mutex<StateMap<Known, STATE_CACHE_ENTRIES>>,
 }
 
 impl StateCache {
@@ -618,9 +618,6 @@ impl StateCache {
     fn remember(&self, entries: impl IntoIterator<Item = ((String, i64), Known)>) {
         let mut map = self.map.lock();
         for (key, known) in entries {
-            if map.len() >= STATE_CACHE_ENTRIES && !map.contains_key(&key) {
-                map.clear();
-            }
             map.insert(key, known);
         }
     }
@@ -1060,7 +1057,7 @@ async fn write_batch(
     Ok(Some(outcomes))
 }
 
-/// See [`crate::Store::drop_postgres_schema`].
+/// `DROP SCHEMA ... CASCADE` (see [`crate::TempSchema`]); nothing happens if it does not exist.
 pub(crate) async fn drop_schema(url: &str, schema: &str) -> Result<(), StoreError> {
     if !valid_schema(schema) {
         return Err(StoreError::Config(format!(

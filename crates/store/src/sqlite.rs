@@ -26,7 +26,6 @@
 //! the writer commits. An in-memory database cannot be shared between connections, so there
 //! reads go through the writer thread too.
 
-use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -43,7 +42,7 @@ use crate::{
     AttemptOutcome, AttemptRecord, Counters, Derive, Derived, EventFilter, EventSource,
     InsertOutcome, Job, JobDetail, JobFilter, JobStatus, NewEvent, NewJob, PruneCounts, Secret,
     StepResult, StoreError, StoreOptions, StoredEvent, Subscription, check_lease, to_chrono,
-    types::{PreparedEvent, effective_limit},
+    types::{PreparedEvent, StateMap, effective_limit},
 };
 
 /// Sent back to the caller after the batch's commit (or with the commit's error).
@@ -643,7 +642,7 @@ const STATE_CACHE_ENTRIES: usize = 4096;
 /// changes when any other connection commits, and clears the cache when it did.
 #[derive(Default)]
 pub(crate) struct StateCache {
-    states: Mutex<HashMap<(String, i64), CachedState>>,
+    states: Mutex<StateMap<CachedState, STATE_CACHE_ENTRIES>>,
     /// `PRAGMA data_version` at the start of the last batch.
     data_version: Mutex<Option<i64>>,
 }
@@ -708,11 +707,8 @@ fn insert_event_tx(
         let previous = match ev.entity_id {
             Some(entity_id) => {
                 let cache_key = (ev.entity.clone(), entity_id);
-                if !states.contains_key(&cache_key) {
+                if states.get(&cache_key).is_none() {
                     if let Some((state, at)) = read_entity_state(conn, &ev.entity, entity_id)? {
-                        if states.len() >= STATE_CACHE_ENTRIES {
-                            states.clear();
-                        }
                         let at_micros = micros(at);
                         states.insert(cache_key.clone(), CachedState { state, at_micros });
                     }
@@ -776,9 +772,6 @@ fn insert_event_tx(
         match known {
             Some(Some(previous_at)) if at_micros < previous_at => {}
             Some(_) => {
-                if states.len() >= STATE_CACHE_ENTRIES {
-                    states.clear();
-                }
                 states.insert(
                     cache_key,
                     CachedState {

@@ -1,5 +1,6 @@
 //! Values that go into and come out of the store. Both backends share them.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -122,6 +123,42 @@ impl NewEvent {
             ),
             _ => self.jobs.iter().try_for_each(NewJob::validate),
         }
+    }
+}
+
+/// Entity states a store keeps in memory (see each backend's `StateCache`), keyed by entity
+/// and id, at most `N` of them: a new key in a full map empties it first. Simple, and an entry
+/// that is gone costs one read.
+pub(crate) struct StateMap<V, const N: usize> {
+    entries: HashMap<(String, i64), V>,
+}
+
+impl<V, const N: usize> Default for StateMap<V, N> {
+    fn default() -> Self {
+        Self {
+            entries: HashMap::new(),
+        }
+    }
+}
+
+impl<V, const N: usize> StateMap<V, N> {
+    pub fn get(&self, key: &(String, i64)) -> Option<&V> {
+        self.entries.get(key)
+    }
+
+    pub fn insert(&mut self, key: (String, i64), value: V) {
+        if self.entries.len() >= N && !self.entries.contains_key(&key) {
+            self.entries.clear();
+        }
+        self.entries.insert(key, value);
+    }
+
+    pub fn remove(&mut self, key: &(String, i64)) {
+        self.entries.remove(key);
+    }
+
+    pub fn clear(&mut self) {
+        self.entries.clear();
     }
 }
 
@@ -613,5 +650,28 @@ impl Default for StoreOptions {
             max_batch: 256,
             read_connections: 4,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StateMap;
+
+    #[test]
+    fn a_state_map_empties_itself_for_a_new_key_when_full_only() {
+        let key = |id: i64| ("time_entry".to_owned(), id);
+        let mut map: StateMap<i64, 2> = StateMap::default();
+        map.insert(key(1), 10);
+        map.insert(key(2), 20);
+        map.insert(key(2), 21);
+        assert_eq!(
+            map.get(&key(1)),
+            Some(&10),
+            "replacing a key keeps the rest"
+        );
+        map.insert(key(3), 30);
+        assert_eq!(map.get(&key(1)), None, "a new key in a full map empties it");
+        assert_eq!(map.get(&key(2)), None);
+        assert_eq!(map.get(&key(3)), Some(&30));
     }
 }

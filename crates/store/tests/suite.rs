@@ -71,7 +71,8 @@ mod cases {
     };
 
     use crate::common::{
-        Kind, TestStore, after_previous, at, event, event_with_state, eventually, job,
+        Kind, TestStore, after_previous, at, derived_trigger, event, event_with_state, eventually,
+        job,
     };
 
     const LONG: Duration = Duration::from_secs(600);
@@ -1040,30 +1041,20 @@ mod cases {
         t: TestStore,
     ) {
         let s = &t.store;
-        let derived = |e| async move { s.insert_event_derived(e, after_previous()).await };
         assert_eq!(
-            derived(event_with_state(41_001, json!({"seq": 1}), 6_000))
-                .await
-                .expect("1")
-                .trigger,
+            derived_trigger(s, event_with_state(41_001, json!({"seq": 1}), 6_000)).await,
             "after_none"
         );
         s.insert_event(event_with_state(41_002, json!({"seq": 2}), 7_000))
             .await
             .expect("plain insert, newer");
         assert_eq!(
-            derived(event_with_state(41_003, json!({"seq": 3}), 5_000))
-                .await
-                .expect("3")
-                .trigger,
+            derived_trigger(s, event_with_state(41_003, json!({"seq": 3}), 5_000)).await,
             "after_2",
             "sees the plain insert"
         );
         assert_eq!(
-            derived(event_with_state(41_004, json!({"seq": 4}), 8_000))
-                .await
-                .expect("4")
-                .trigger,
+            derived_trigger(s, event_with_state(41_004, json!({"seq": 4}), 8_000)).await,
             "after_2",
             "the older state 3 was not kept"
         );
@@ -1080,10 +1071,7 @@ mod cases {
                 .is_err()
         );
         assert_eq!(
-            derived(event_with_state(41_006, json!({"seq": 6}), 9_500))
-                .await
-                .expect("6")
-                .trigger,
+            derived_trigger(s, event_with_state(41_006, json!({"seq": 6}), 9_500)).await,
             "after_4",
             "the failed insert left nothing"
         );
@@ -1224,19 +1212,9 @@ mod cases {
     /// `at` alone cannot tell the states apart), and for an entity the other created first.
     pub async fn derivations_see_states_another_store_wrote(t: TestStore) {
         let serve = &t.store;
-        let other = t.reopen().await;
-        let derived = |store: &toggl_connect_store::Store, e| {
-            let store = store.clone();
-            async move {
-                store
-                    .insert_event_derived(e, after_previous())
-                    .await
-                    .expect("derived insert")
-                    .trigger
-            }
-        };
+        let other = &t.reopen().await;
         assert_eq!(
-            derived(serve, event_with_state(43_001, json!({"seq": 1}), 1_000)).await,
+            derived_trigger(serve, event_with_state(43_001, json!({"seq": 1}), 1_000)).await,
             "after_none"
         );
         other
@@ -1244,15 +1222,15 @@ mod cases {
             .await
             .expect("plain insert by the other store");
         assert_eq!(
-            derived(serve, event_with_state(43_003, json!({"seq": 3}), 3_000)).await,
+            derived_trigger(serve, event_with_state(43_003, json!({"seq": 3}), 3_000)).await,
             "after_2"
         );
         assert_eq!(
-            derived(&other, event_with_state(43_004, json!({"seq": 4}), 3_000)).await,
+            derived_trigger(other, event_with_state(43_004, json!({"seq": 4}), 3_000)).await,
             "after_3"
         );
         assert_eq!(
-            derived(serve, event_with_state(43_005, json!({"seq": 5}), 3_000)).await,
+            derived_trigger(serve, event_with_state(43_005, json!({"seq": 5}), 3_000)).await,
             "after_4",
             "the same `at`, another state"
         );
@@ -1262,8 +1240,8 @@ mod cases {
             e.entity_id = Some(4_100_000_777);
             e
         };
-        assert_eq!(derived(&other, fresh(43_006, 6)).await, "after_none");
-        assert_eq!(derived(serve, fresh(43_007, 7)).await, "after_6");
+        assert_eq!(derived_trigger(other, fresh(43_006, 6)).await, "after_none");
+        assert_eq!(derived_trigger(serve, fresh(43_007, 7)).await, "after_6");
     }
 
     pub async fn ping_and_stats(t: TestStore) {
@@ -1322,7 +1300,7 @@ async fn sqlite_memory_store_works() {
 /// gets a version of its own, and derivations see the states as before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_upgrade_to_entity_state_versions_keeps_the_states() {
-    use common::{after_previous, event_with_state};
+    use common::event_with_state;
     use serde_json::json;
     let Some(t) = common::postgres().await else {
         eprintln!("{} not set: skipped", common::PG_ENV);
@@ -1348,14 +1326,14 @@ async fn postgres_upgrade_to_entity_state_versions_keeps_the_states() {
             .await,
         2
     );
-    let out = upgraded
-        .insert_event_derived(
-            event_with_state(44_001, json!({"seq": 3}), 2_000_000_000),
-            after_previous(),
+    assert_eq!(
+        common::derived_trigger(
+            &upgraded,
+            event_with_state(44_001, json!({"seq": 3}), 2_000_000_000)
         )
-        .await
-        .expect("derived insert after the upgrade");
-    assert_eq!(out.trigger, "after_1");
+        .await,
+        "after_1"
+    );
 }
 
 #[tokio::test]
@@ -1415,8 +1393,9 @@ async fn postgres_recovers_after_connections_are_killed() {
     let sep = if base.contains('?') { '&' } else { '?' };
     let url = format!("{base}{sep}application_name={app}");
     let schema = format!("t_{:016x}", rand::random::<u64>());
+    let _schema = toggl_connect_store::TempSchema::new(base.clone(), schema.clone());
     let options = toggl_connect_store::StoreOptions {
-        schema: Some(schema.clone()),
+        schema: Some(schema),
         ..Default::default()
     };
     let store = toggl_connect_store::Store::open(&url, options)
@@ -1455,8 +1434,4 @@ async fn postgres_recovers_after_connections_are_killed() {
     .await;
     assert!(!out.duplicate);
     store.ping().await.expect("ping after recovery");
-    admin
-        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
-        .await
-        .expect("drop schema");
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use rand::RngCore;
-use toggl_connect_store::{Store, StoreOptions};
+use toggl_connect_store::{Store, StoreOptions, TempSchema};
 use toggl_connect_triggers::leader::{LeadEnd, LeaseConfig, lead};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -22,31 +22,7 @@ struct Db {
     options: StoreOptions,
     label: &'static str,
     _dir: Option<tempfile::TempDir>,
-    _schema: Option<SchemaGuard>,
-}
-
-/// Drops a test's PostgreSQL schema when the test ends, passed or failed, so that runs do not
-/// pile schemas up in the shared database.
-struct SchemaGuard {
-    url: String,
-    schema: String,
-}
-
-impl Drop for SchemaGuard {
-    fn drop(&mut self) {
-        let (url, schema) = (self.url.clone(), self.schema.clone());
-        // Drop runs inside the test's runtime: a thread with its own runtime does not block it.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime for cleanup");
-            if let Err(e) = rt.block_on(Store::drop_postgres_schema(&url, &schema)) {
-                eprintln!("could not drop test schema {schema}: {e}");
-            }
-        })
-        .join();
-    }
+    _schema: Option<TempSchema>,
 }
 
 impl Db {
@@ -78,7 +54,7 @@ fn dbs() -> Vec<Db> {
                 },
                 label: "postgres",
                 _dir: None,
-                _schema: Some(SchemaGuard { url, schema }),
+                _schema: Some(TempSchema::new(url, schema)),
             });
         }
         _ => eprintln!("note: {PG_ENV} is not set; leader tests run on SQLite only"),

@@ -7,7 +7,9 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use toggl_connect_store::{Derive, Derived, EntityState, NewEvent, NewJob, Store, StoreOptions};
+use toggl_connect_store::{
+    Derive, Derived, EntityState, NewEvent, NewJob, Store, StoreOptions, TempSchema,
+};
 
 /// Environment variable naming the PostgreSQL server the suite also runs against.
 pub const PG_ENV: &str = "TOGGL_CONNECT_TEST_POSTGRES_URL";
@@ -19,6 +21,8 @@ pub struct TestStore {
     pub options: StoreOptions,
     pub kind: Kind,
     _dir: Option<tempfile::TempDir>,
+    /// PostgreSQL: the test's own schema, dropped when the test ends.
+    _schema: Option<TempSchema>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,29 +92,6 @@ impl TestStore {
     }
 }
 
-impl Drop for TestStore {
-    fn drop(&mut self) {
-        if self.kind != Kind::Postgres {
-            return;
-        }
-        let (Ok(url), Some(schema)) = (std::env::var(PG_ENV), self.options.schema.clone()) else {
-            return;
-        };
-        // Drop runs inside the test's runtime; a fresh thread with its own runtime avoids
-        // blocking it.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime for cleanup");
-            if let Err(e) = rt.block_on(Store::drop_postgres_schema(&url, &schema)) {
-                eprintln!("could not drop test schema {schema}: {e}");
-            }
-        })
-        .join();
-    }
-}
-
 /// A fresh SQLite store in a temp directory.
 pub async fn sqlite() -> TestStore {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -125,6 +106,7 @@ pub async fn sqlite() -> TestStore {
         options,
         kind: Kind::Sqlite,
         _dir: Some(dir),
+        _schema: None,
     }
 }
 
@@ -132,6 +114,7 @@ pub async fn sqlite() -> TestStore {
 pub async fn postgres() -> Option<TestStore> {
     let url = std::env::var(PG_ENV).ok().filter(|u| !u.is_empty())?;
     let schema = format!("t_{:016x}", rand::random::<u64>());
+    let guard = TempSchema::new(url.clone(), schema.clone());
     let options = StoreOptions {
         schema: Some(schema),
         pool_size: 32,
@@ -150,6 +133,7 @@ pub async fn postgres() -> Option<TestStore> {
         options,
         kind: Kind::Postgres,
         _dir: None,
+        _schema: Some(guard),
     })
 }
 
@@ -190,6 +174,15 @@ pub fn after_previous() -> Derive {
         },
         jobs: vec![job("derived", 3)],
     })
+}
+
+/// The triggers stored by a derived insert of `e` with [`after_previous`].
+pub async fn derived_trigger(store: &Store, e: NewEvent) -> String {
+    store
+        .insert_event_derived(e, after_previous())
+        .await
+        .expect("derived insert")
+        .trigger
 }
 
 /// A job for rule `rule`, step 0.
