@@ -226,10 +226,10 @@ async fn store_only(
                     entity_id: Some(entity_id),
                     received_at: chrono::Utc::now(),
                     envelope: body,
-                    entity_state: Some(toggl_connect_store::EntityState {
-                        state: payload["payload"].clone(),
-                        at: chrono::Utc::now(),
-                    }),
+                    entity_state: Some(toggl_connect_store::EntityState::new(
+                        payload["payload"].clone(),
+                        chrono::Utc::now(),
+                    )),
                     ..toggl_connect_store::NewEvent::default()
                 };
                 if with_read {

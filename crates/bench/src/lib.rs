@@ -449,6 +449,32 @@ pub fn memory_kib(pid: &str) -> anyhow::Result<(u64, u64)> {
     Ok((hwm, rss))
 }
 
+/// CPU time this process has used so far (user + system, every thread), in seconds, from
+/// `/proc/self/stat` (clock ticks of 1/100 s, Linux's fixed `USER_HZ`).
+///
+/// Divided by the requests of a phase it gives the CPU one request costs, client included. On a
+/// shared machine that is steadier than the rate: other processes take time away from a phase,
+/// but they do not change what a request costs.
+pub fn cpu_seconds() -> anyhow::Result<f64> {
+    let text = std::fs::read_to_string("/proc/self/stat").context("reading /proc/self/stat")?;
+    // The command name may contain spaces and parentheses: the fields start after the last ')'.
+    let rest = text
+        .rsplit_once(')')
+        .context("no ')' in /proc/self/stat")?
+        .1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After the name: state is field 3 of stat(5), so utime (14) and stime (15) are at 11, 12.
+    let tick = |i: usize| -> anyhow::Result<f64> {
+        Ok(fields
+            .get(i)
+            .context("short /proc/self/stat")?
+            .parse::<u64>()
+            .context("a tick count")? as f64
+            / 100.0)
+    };
+    Ok(tick(11)? + tick(12)?)
+}
+
 /// `nproc` and `/proc/loadavg`, for the results header (the machine is shared and noisy).
 pub fn machine_state() -> String {
     let cpus = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
@@ -464,6 +490,18 @@ pub fn mib(kib: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_seconds_grow_with_work() {
+        let before = cpu_seconds().expect("reads /proc/self/stat");
+        let started = Instant::now();
+        let mut x = 0u64;
+        while started.elapsed() < Duration::from_millis(300) {
+            x = std::hint::black_box(x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1));
+        }
+        let used = cpu_seconds().expect("reads /proc/self/stat") - before;
+        assert!(used >= 0.1, "300 ms of spinning counted as {used} s");
+    }
 
     #[test]
     fn percentile_uses_nearest_rank() {

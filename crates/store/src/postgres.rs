@@ -1015,7 +1015,7 @@ async fn write_batch(
         Some((
             (entity, id),
             Known::Row {
-                state: Arc::new(state.state.clone()),
+                state: Arc::clone(&state.state),
                 at: state.at,
                 version,
             },

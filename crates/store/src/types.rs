@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -56,11 +57,27 @@ impl fmt::Display for EventSource {
 /// for the same entity can derive `started`/`stopped` triggers by comparing against it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EntityState {
-    /// The entity's JSON as last seen (e.g. the webhook `payload`).
-    pub state: Value,
+    /// The entity's JSON as last seen (e.g. the webhook `payload`). Shared, not copied: the
+    /// receiver's derivation reads the same value, and the stores keep it in their caches.
+    pub state: Arc<Value>,
+    /// `state` as JSON text, when the caller has it already (a webhook's `payload` exactly as
+    /// delivered): it is what gets stored, so the store does not serialize `state` again.
+    /// `None` makes the store serialize `state`. It must be the JSON text of `state`.
+    pub text: Option<String>,
     /// When Toggl last modified it (its `at`). An update with an older `at` than the stored
     /// one is ignored, so out-of-order deliveries never move the state backwards.
     pub at: DateTime<Utc>,
+}
+
+impl EntityState {
+    /// A state the store serializes itself.
+    pub fn new(state: Value, at: DateTime<Utc>) -> Self {
+        Self {
+            state: Arc::new(state),
+            text: None,
+            at,
+        }
+    }
 }
 
 /// An event to store. `Default` gives an empty webhook event to fill in.
@@ -173,9 +190,12 @@ pub(crate) struct PreparedEvent {
 }
 
 impl PreparedEvent {
-    pub fn new(ev: NewEvent) -> Self {
+    pub fn new(mut ev: NewEvent) -> Self {
         let key = ev.effective_dedupe_key();
-        let state_text = ev.entity_state.as_ref().map(|s| s.state.to_string());
+        let state_text = ev
+            .entity_state
+            .as_mut()
+            .map(|s| s.text.take().unwrap_or_else(|| s.state.to_string()));
         Self {
             ev,
             key,

@@ -32,6 +32,7 @@ suite!(
     dedupe_64_concurrent_inserts_store_one,
     dedupe_keys_for_derived_events,
     entity_state_moves_forward_only,
+    entity_state_text_given_by_the_caller_is_what_is_stored,
     jobs_claimed_exactly_once_by_concurrent_workers,
     claim_order_and_not_before,
     expired_lease_is_taken_over,
@@ -273,6 +274,22 @@ mod cases {
             .expect("stored");
         assert_eq!(state, json!({"stop": "2025-01-10T10:00:00Z"}));
         assert_eq!(when, at(3_000));
+    }
+
+    /// A webhook's payload arrives as text and is stored as that text (the store does not
+    /// serialize the parsed copy again). The text and the value must agree; here they do not,
+    /// on purpose, to show which one reaches the table.
+    pub async fn entity_state_text_given_by_the_caller_is_what_is_stored(t: TestStore) {
+        let s = &t.store;
+        let mut e = event_with_state(1, json!({"from": "value"}), 2_000);
+        e.entity_state.as_mut().expect("state").text = Some(r#"{"from" : "text"}"#.into());
+        s.insert_event(e).await.expect("insert");
+        let (state, _) = s
+            .get_entity_state("time_entry", 4_100_000_001)
+            .await
+            .expect("get")
+            .expect("stored");
+        assert_eq!(state, json!({"from": "text"}));
     }
 
     pub async fn jobs_claimed_exactly_once_by_concurrent_workers(t: TestStore) {

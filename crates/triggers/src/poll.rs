@@ -355,7 +355,8 @@ impl Poller {
                 entity_id: Some(id),
                 path: None,
                 created_at: None,
-                payload: item.clone(),
+                payload: Arc::new(item.clone()),
+                payload_text: None,
             };
             let (_, duplicate) = self
                 .receiver

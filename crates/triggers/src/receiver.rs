@@ -16,9 +16,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::{Json, Router};
@@ -226,8 +226,11 @@ impl Receiver {
             .planner
             .as_ref()
             .map(|_| serde_json::from_str::<Value>(raw_envelope).unwrap_or(Value::Null));
+        let mut event = event;
+        let payload_text = event.payload_text.take();
         let entity_state = event.entity_id.is_some().then(|| EntityState {
-            state: event.payload.clone(),
+            state: Arc::clone(&event.payload),
+            text: payload_text,
             at: event
                 .payload
                 .get("at")
@@ -429,14 +432,13 @@ fn reject(r: &Receiver, why: Rejection, status: StatusCode, message: &'static st
     }
 }
 
-async fn deliver(
-    State(r): State<Arc<Receiver>>,
-    method: Method,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+async fn deliver(State(r): State<Arc<Receiver>>, request: Request) -> Response {
+    // The request taken whole and split, not through `Method` and `HeaderMap` extractors, which
+    // copy the method and every header of each delivery.
+    let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
     r.metrics.received();
-    if method != Method::POST {
+    if parts.method != Method::POST {
         let mut resp = reject(&r, Rejection::Method, StatusCode::METHOD_NOT_ALLOWED, "");
         resp.headers_mut()
             .insert(header::ALLOW, header::HeaderValue::from_static("POST"));

@@ -25,8 +25,8 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use clap::Parser;
 use toggl_connect_bench::{
-    BareServer, LoadRun, LoadSpec, MakeRequest, MaxRateArgs, closed_loop, machine_state, median,
-    memory_kib, mib, open_loop, percentile, post_json,
+    BareServer, LoadRun, LoadSpec, MakeRequest, MaxRateArgs, closed_loop, cpu_seconds,
+    machine_state, median, memory_kib, mib, open_loop, percentile, post_json,
 };
 use toggl_connect_store::{EntityState, EventSource, NewEvent, Store, StoreOptions, StoreStats};
 use toggl_connect_triggers::receiver::{Receiver, ReceiverConfig, SecretRing, router};
@@ -200,10 +200,7 @@ async fn store_only(
                         envelope: raw,
                         source: EventSource::Webhook,
                         dedupe_key: None,
-                        entity_state: Some(EntityState {
-                            state: payload,
-                            at: chrono::Utc::now(),
-                        }),
+                        entity_state: Some(EntityState::new(payload, chrono::Utc::now())),
                         jobs: Vec::new(),
                     }),
                 )
@@ -318,11 +315,14 @@ async fn main() -> anyhow::Result<()> {
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut max_writes_per_commit = 0;
     let mut store_split = Vec::new();
+    let mut cpu_per_request = Vec::new();
     for round in 0..args.load.rounds {
         let measure_receiver = async {
             let before = store.stats();
             let (sum0, n0) = store_latency_totals(&receiver);
+            let cpu0 = cpu_seconds()?;
             let run = closed_loop(receiver_addr, &spec, Arc::clone(&to_receiver)).await?;
+            let cpu = cpu_seconds()? - cpu0;
             let (sum1, n1) = store_latency_totals(&receiver);
             let after = store.stats();
             let in_store_ms = (sum1 - sum0) / (n1 - n0).max(1) as f64 * 1e3;
@@ -335,23 +335,37 @@ async fn main() -> anyhow::Result<()> {
                 run,
                 per_commit(&before, &after),
                 after.max_writes_per_commit,
+                cpu,
             ))
         };
-        let (r, (commits, writes, pc), max_pc, b) = if round % 2 == 0 {
-            let (r, pc, m) = measure_receiver.await?;
-            let b = closed_loop(bare.addr(), &spec, Arc::clone(&to_bare)).await?;
-            (r, pc, m, b)
-        } else {
-            let b = closed_loop(bare.addr(), &spec, Arc::clone(&to_bare)).await?;
-            let (r, pc, m) = measure_receiver.await?;
-            (r, pc, m, b)
+        let measure_bare = async {
+            let cpu0 = cpu_seconds()?;
+            let run = closed_loop(bare.addr(), &spec, Arc::clone(&to_bare)).await?;
+            anyhow::Ok((run, cpu_seconds()? - cpu0))
         };
+        let ((r, (commits, writes, pc), max_pc, r_cpu), (b, b_cpu)) = if round % 2 == 0 {
+            let r = measure_receiver.await?;
+            (r, measure_bare.await?)
+        } else {
+            let b = measure_bare.await?;
+            (measure_receiver.await?, b)
+        };
+        let (r_us, b_us) = (
+            r_cpu * 1e6 / r.ok.max(1) as f64,
+            b_cpu * 1e6 / b.ok.max(1) as f64,
+        );
         println!("  round {}: receiver {}", round + 1, describe(&r));
         println!(
             "  round {}:          {commits} commits, {writes} writes, {pc:.1} writes/commit",
             round + 1
         );
         println!("  round {}: bare     {}", round + 1, describe(&b));
+        println!(
+            "  round {}: process CPU per request: receiver {r_us:.1} µs, bare {b_us:.1} µs ({:.3})",
+            round + 1,
+            b_us / r_us
+        );
+        cpu_per_request.push((r_us, b_us));
         check(&r, "receiver")?;
         check(&b, "bare")?;
         acknowledged += r.ok;
@@ -419,6 +433,19 @@ async fn main() -> anyhow::Result<()> {
         median(&bare_rates),
         median(&ratios),
         ratios
+            .iter()
+            .map(|r| format!("{r:.3}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let (r_cpu, b_cpu): (Vec<f64>, Vec<f64>) = cpu_per_request.iter().copied().unzip();
+    let cpu_ratios: Vec<f64> = cpu_per_request.iter().map(|(r, b)| b / r).collect();
+    println!(
+        "| process CPU per request, client included (median of rounds); bare / receiver | {:.1} µs | {:.1} µs | {:.3} (rounds: {}) | |",
+        median(&r_cpu),
+        median(&b_cpu),
+        median(&cpu_ratios),
+        cpu_ratios
             .iter()
             .map(|r| format!("{r:.3}"))
             .collect::<Vec<_>>()

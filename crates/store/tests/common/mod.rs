@@ -156,10 +156,7 @@ pub fn event(event_id: i64) -> NewEvent {
 /// [`event`] carrying the entity state `state`, modified at `secs`.
 pub fn event_with_state(event_id: i64, state: serde_json::Value, secs: i64) -> NewEvent {
     NewEvent {
-        entity_state: Some(EntityState {
-            state,
-            at: at(secs),
-        }),
+        entity_state: Some(EntityState::new(state, at(secs))),
         ..event(event_id)
     }
 }
