@@ -6,7 +6,7 @@
 //! be compared across machines.
 //!
 //! Usage (see bench/README.md):
-//!   cargo run --release -- [--pg URL] [--clients N] [--requests N] [--seconds S] [--rounds N] [--breakdown]
+//!   cargo run --release -- [--pg URL] [--clients N] [--requests N] [--seconds S] [--rounds N] [--breakdown] [--insert-connections N]
 
 /// The same allocator as the `toggl-connect` binary, so this measures what ships.
 #[global_allocator]
@@ -35,6 +35,9 @@ struct Args {
     seconds: u64,
     rounds: usize,
     breakdown: bool,
+    /// `StoreOptions::insert_connections` (`[store] insert_connections`): `None` is the store's
+    /// own choice.
+    insert_connections: Option<usize>,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -46,6 +49,7 @@ fn parse_args() -> anyhow::Result<Args> {
         seconds: 15,
         rounds: 3,
         breakdown: false,
+        insert_connections: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -60,10 +64,13 @@ fn parse_args() -> anyhow::Result<Args> {
             "--requests" => a.requests = value.parse().context("--requests")?,
             "--seconds" => a.seconds = value.parse().context("--seconds")?,
             "--rounds" => a.rounds = value.parse().context("--rounds")?,
+            "--insert-connections" => {
+                a.insert_connections = Some(value.parse().context("--insert-connections")?)
+            }
             other => {
                 bail!(
                     "unknown flag {other} (expected --pg, --clients, --requests, --seconds, \
-                     --rounds, --breakdown)"
+                     --rounds, --breakdown, --insert-connections)"
                 )
             }
         }
@@ -403,7 +410,7 @@ async fn main() -> anyhow::Result<()> {
         // by tens of percent within minutes, and only neighbouring runs see the same machine.
         let pg_store = Store::open(
             &args.pg,
-            StoreOptions { schema: Some(ours.clone()), pool_size: args.clients.max(4), ..StoreOptions::default() },
+            StoreOptions { schema: Some(ours.clone()), pool_size: args.clients.max(4), insert_connections: args.insert_connections, ..StoreOptions::default() },
         )
         .await?;
         let mut tps = vec![pgbench(&args.pg, &theirs, &args, dir.path()).await?];
@@ -429,7 +436,7 @@ async fn main() -> anyhow::Result<()> {
         if args.breakdown {
             let store = Store::open(
                 &args.pg,
-                StoreOptions { schema: Some(ours.clone()), pool_size: args.clients.max(4), ..StoreOptions::default() },
+                StoreOptions { schema: Some(ours.clone()), pool_size: args.clients.max(4), insert_connections: args.insert_connections, ..StoreOptions::default() },
             )
             .await?;
             store_only("store derived insert", store.clone(), &args, 8_300_000_000_000_001, true).await?;

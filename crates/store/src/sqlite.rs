@@ -180,22 +180,14 @@ fn open_writer(path: Option<&PathBuf>, options: &StoreOptions) -> Result<Connect
     // `syncer_loop`). An in-memory database has nothing to sync. Checkpoints stay SQLite's
     // automatic ones, run by the writer after a commit: only the writer can restart the WAL
     // from the beginning, so checkpointing from another connection lets it grow without bound
-    // under a steady write load (tried: 600 MB in a 12 s benchmark). They run every
-    // `WAL_AUTOCHECKPOINT_PAGES` rather than SQLite's 1,000: a checkpoint copies each page once
-    // however often the WAL rewrote it, and the pages every batch rewrites (entity states, the
-    // tails of the events table and its indexes) are most of them.
-    conn.execute_batch(&format!(
-        "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; \
-         PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES};"
-    ))
-    .ctx("setting pragmas")?;
+    // under a steady write load (tried: 600 MB in a 12 s benchmark). SQLite's default of a
+    // checkpoint every 1,000 pages stays: every 8,000 took a little CPU off the writer but,
+    // since a checkpoint runs inside one batch's commit, tripled the p99 of acknowledgements at
+    // half load (5 ms to 10-15 ms; bench/ingest/README.md, session 5).
+    conn.execute_batch("PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;")
+        .ctx("setting pragmas")?;
     Ok(conn)
 }
-
-/// WAL pages (4 KiB each) after which a commit checkpoints: the WAL file stays under about
-/// 32 MiB. In the ingest benchmark at 256 connections the writer's checkpoints fell from 2.8 %
-/// to 1.7 % of all CPU samples against the default 1,000 (bench/ingest/README.md).
-const WAL_AUTOCHECKPOINT_PAGES: u32 = 8_000;
 
 fn migrate(conn: &Connection, list: &[Migration]) -> Result<(), StoreError> {
     let mig_err = |version: u32, message: &str, e: rusqlite::Error| StoreError::Migration {

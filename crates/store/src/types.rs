@@ -637,7 +637,8 @@ pub struct StoreOptions {
     /// cores: each batch keeps a server backend busy, and on a small machine where the
     /// database shares the cores, more batchers only split the same events into more, smaller
     /// transactions (2 cores, 16 clients: 1 batcher stored 4,554 events/s, 2 stored 4,254 and
-    /// 4 stored 3,951; bench/ingest_pg). Set it when the database has cores of its own.
+    /// 4 stored 3,951; with one round trip per batch, 1 batcher reached 0.79-0.80 of pgbench
+    /// and 2 reached 0.66-0.68; bench/ingest_pg). Set it when the database has cores of its own.
     pub insert_connections: Option<usize>,
     /// PostgreSQL: TCP connect timeout; also how long to wait for a free pooled connection.
     pub connect_timeout: Duration,
