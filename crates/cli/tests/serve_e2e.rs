@@ -369,3 +369,62 @@ async fn kill_9_during_a_burst_loses_no_acknowledged_event() {
     assert!(acknowledged.len() <= webhook.len());
     serve.stop();
 }
+
+/// The README's tour, as a user runs it: `serve --sandbox`, then, a few seconds later, the
+/// `curl` it printed. Starting that timer stops the seeded running one, so the store gets both
+/// `time_entry_stopped` and `time_entry_started`. (The printed command used to carry the time
+/// `serve` printed it as `start`: run later than two seconds after, the implicit stop's `stop`
+/// was that old time, too far from its `at` to tell a stop from an edit without history.)
+/// It runs the command with `sh` and `curl`, as the README does (rustup's installer needs
+/// `curl` too, so a machine set up with only Rust has it).
+#[test]
+fn the_readme_tour_fires_stopped_and_started() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_toggl-connect"));
+    cmd.args(["serve", "--sandbox", "--listen", "127.0.0.1:0"])
+        .current_dir(dir.path());
+    let mut serve = Serve::start(cmd);
+    let curl = serve.wait_for_line("curl -s").trim().to_owned();
+    let list = serve.wait_for_line("Then see it:");
+    let store = list
+        .split_whitespace()
+        .last()
+        .expect("the store URL ends the line")
+        .to_owned();
+    std::thread::sleep(Duration::from_secs(3));
+    let out = Command::new("sh")
+        .args(["-c", &curl])
+        .output()
+        .expect("sh and curl run");
+    assert!(out.status.success(), "the printed curl failed: {out:?}");
+    let created: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("the sandbox answers the entry as JSON");
+    assert_eq!(created["duration"], json!(-1), "{created}");
+
+    let end = std::time::Instant::now() + DEADLINE;
+    let listed = loop {
+        let out = Command::new(env!("CARGO_BIN_EXE_toggl-connect"))
+            .args(["events", "list", "--store", &store])
+            .current_dir(dir.path())
+            .output()
+            .expect("events list runs");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if text.contains("time_entry_started") && text.contains("time_entry_stopped") {
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "the tour's events never showed both triggers: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        listed.contains("time_entry_updated time_entry_stopped"),
+        "{listed}"
+    );
+    assert!(
+        listed.contains("time_entry_created time_entry_started"),
+        "{listed}"
+    );
+    serve.stop();
+}

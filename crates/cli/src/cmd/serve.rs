@@ -456,14 +456,13 @@ pub async fn start(
             "Make something happen (sandbox token {}):",
             f.api_token
         )?;
+        // `start` is the moment the command runs (the shell's `date`), not the moment this was
+        // printed: starting a timer stops the running one at the new one's `start`, and a stop
+        // seen without history is told from an edit by `stop` being close to `at`.
         writeln!(
             out,
-            "  curl -s -u {}:api_token -H 'Content-Type: application/json' -d '{{\"created_with\":\"curl\",\"workspace_id\":{},\"start\":\"{}\",\"duration\":-1,\"description\":\"hello\"}}' {}/workspaces/{}/time_entries",
-            f.api_token,
-            f.workspace_id,
-            chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ"),
-            f.api_url,
-            f.workspace_id
+            "  curl -s -u {}:api_token -H 'Content-Type: application/json' -d '{{\"created_with\":\"curl\",\"workspace_id\":{},\"start\":\"'\"$(date -u +%Y-%m-%dT%H:%M:%SZ)\"'\",\"duration\":-1,\"description\":\"hello\"}}' {}/workspaces/{}/time_entries",
+            f.api_token, f.workspace_id, f.api_url, f.workspace_id
         )?;
         writeln!(
             out,

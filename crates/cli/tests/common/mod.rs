@@ -30,8 +30,14 @@ impl Serve {
 
     pub fn spawn_cmd(mut cmd: Command, sb: &SandboxHandle) -> Serve {
         cmd.env("TOGGL_API_URL", &sb.facts().api_url)
-            .env("TOGGL_API_TOKEN", &sb.facts().api_token)
-            .env("TOGGL_CONNECT_PACING_MS", "0")
+            .env("TOGGL_API_TOKEN", &sb.facts().api_token);
+        Self::start(cmd)
+    }
+
+    /// Starts `cmd` (a `serve` with everything it needs already set) and waits for its
+    /// startup summary.
+    pub fn start(mut cmd: Command) -> Serve {
+        cmd.env("TOGGL_CONNECT_PACING_MS", "0")
             .env("TOGGL_CONNECT_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
