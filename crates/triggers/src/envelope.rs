@@ -25,10 +25,11 @@ pub enum EnvelopeError {
     NotEnvelope(String),
 }
 
-/// The envelope as it is read: everything is borrowed from the body and read only where needed;
-/// the payload is then parsed from its borrowed text (the derivations need it as JSON), and that
-/// text is kept as the entity state to store, so the store does not serialize it again. Every delivery goes through this,
-/// so it avoids building a JSON map of `metadata` (about a third of the envelope's strings).
+/// The envelope as it is read: everything is borrowed from the body and read only where needed.
+/// The payload is then parsed from its borrowed text (the derivations need it as JSON), and that
+/// text is kept as the entity state to store, so the store does not serialize it again. Every
+/// delivery goes through this, so it avoids building a JSON map of `metadata` (about a third of
+/// the envelope's strings).
 #[derive(Debug, Deserialize)]
 struct Raw<'a> {
     #[serde(borrow)]
