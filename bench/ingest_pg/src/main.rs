@@ -408,11 +408,8 @@ async fn main() -> anyhow::Result<()> {
         // run is compared with the mean of the pgbench runs just before and just after it, and
         // the figure is the median of those ratios. The machine is shared: its speed drifts
         // by tens of percent within minutes, and only neighbouring runs see the same machine.
-        let pg_store = Store::open(
-            &args.pg,
-            StoreOptions { schema: Some(ours.clone()), pool_size: args.clients.max(4), insert_connections: args.insert_connections, ..StoreOptions::default() },
-        )
-        .await?;
+        let pg_options = StoreOptions { schema: Some(ours.clone()), pool_size: args.clients.max(4), insert_connections: args.insert_connections, ..StoreOptions::default() };
+        let pg_store = Store::open(&args.pg, pg_options.clone()).await?;
         let mut tps = vec![pgbench(&args.pg, &theirs, &args, dir.path()).await?];
         let mut rates = Vec::new();
         for round in 0..args.rounds {
@@ -434,11 +431,7 @@ async fn main() -> anyhow::Result<()> {
         rates.sort_by(f64::total_cmp);
         let median_rate = rates[rates.len() / 2];
         if args.breakdown {
-            let store = Store::open(
-                &args.pg,
-                StoreOptions { schema: Some(ours.clone()), pool_size: args.clients.max(4), insert_connections: args.insert_connections, ..StoreOptions::default() },
-            )
-            .await?;
+            let store = Store::open(&args.pg, pg_options).await?;
             store_only("store derived insert", store.clone(), &args, 8_300_000_000_000_001, true).await?;
             store_only("store insert only", store, &args, 8_400_000_000_000_001, false).await?;
         }

@@ -482,6 +482,15 @@ pub fn machine_state() -> String {
     format!("nproc={cpus} loadavg={}", load.trim())
 }
 
+/// Per-round figures for a results table: `0.146, 0.142, 0.148`.
+pub fn listed(values: &[f64], decimals: usize) -> String {
+    values
+        .iter()
+        .map(|v| format!("{v:.decimals$}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// KiB as MiB with one decimal.
 pub fn mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
@@ -490,6 +499,12 @@ pub fn mib(kib: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listed_rounds_each_figure() {
+        assert_eq!(listed(&[0.1456, 0.2], 3), "0.146, 0.200");
+        assert_eq!(listed(&[], 1), "");
+    }
 
     #[test]
     fn cpu_seconds_grow_with_work() {

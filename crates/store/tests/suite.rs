@@ -73,7 +73,7 @@ mod cases {
 
     use crate::common::{
         Kind, TestStore, after_previous, at, derived_trigger, event, event_with_state, eventually,
-        job,
+        job, stored_state,
     };
 
     const LONG: Duration = Duration::from_secs(600);
@@ -234,19 +234,10 @@ mod cases {
 
     pub async fn entity_state_moves_forward_only(t: TestStore) {
         let s = &t.store;
-        assert!(
-            s.get_entity_state("time_entry", 4_100_000_001)
-                .await
-                .expect("get")
-                .is_none()
-        );
+        assert!(stored_state(s).await.is_none());
         let e = event_with_state(1, json!({"duration": -1, "stop": null}), 2_000);
         s.insert_event(e).await.expect("insert");
-        let (state, when) = s
-            .get_entity_state("time_entry", 4_100_000_001)
-            .await
-            .expect("get")
-            .expect("stored");
+        let (state, when) = stored_state(s).await.expect("stored");
         assert_eq!(state, json!({"duration": -1, "stop": null}));
         assert_eq!(when, at(2_000));
 
@@ -254,11 +245,7 @@ mod cases {
         s.insert_event(older).await.expect("insert older");
         let dup = event_with_state(1, json!({"dup": true}), 9_000);
         assert!(s.insert_event(dup).await.expect("dup").duplicate);
-        let (state, _) = s
-            .get_entity_state("time_entry", 4_100_000_001)
-            .await
-            .expect("get")
-            .expect("stored");
+        let (state, _) = stored_state(s).await.expect("stored");
         assert_eq!(
             state,
             json!({"duration": -1, "stop": null}),
@@ -267,11 +254,7 @@ mod cases {
 
         let newer = event_with_state(3, json!({"stop": "2025-01-10T10:00:00Z"}), 3_000);
         s.insert_event(newer).await.expect("insert newer");
-        let (state, when) = s
-            .get_entity_state("time_entry", 4_100_000_001)
-            .await
-            .expect("get")
-            .expect("stored");
+        let (state, when) = stored_state(s).await.expect("stored");
         assert_eq!(state, json!({"stop": "2025-01-10T10:00:00Z"}));
         assert_eq!(when, at(3_000));
     }
@@ -284,11 +267,7 @@ mod cases {
         let mut e = event_with_state(1, json!({"from": "value"}), 2_000);
         e.entity_state.as_mut().expect("state").text = Some(r#"{"from" : "text"}"#.into());
         s.insert_event(e).await.expect("insert");
-        let (state, _) = s
-            .get_entity_state("time_entry", 4_100_000_001)
-            .await
-            .expect("get")
-            .expect("stored");
+        let (state, _) = stored_state(s).await.expect("stored");
         assert_eq!(state, json!({"from": "text"}));
     }
 
@@ -998,12 +977,7 @@ mod cases {
             }
         }
         // (i * 7) % 48 reaches its maximum 47 for i = 41.
-        let (state, when) = t
-            .store
-            .get_entity_state("time_entry", 4_100_000_001)
-            .await
-            .expect("get")
-            .expect("stored");
+        let (state, when) = stored_state(&t.store).await.expect("stored");
         assert_eq!(when, at(5_047));
         assert_eq!(state, json!({"version": 41}));
     }
@@ -1092,11 +1066,7 @@ mod cases {
             "after_4",
             "the failed insert left nothing"
         );
-        let (state, when) = s
-            .get_entity_state("time_entry", 4_100_000_001)
-            .await
-            .expect("get")
-            .expect("stored");
+        let (state, when) = stored_state(s).await.expect("stored");
         assert_eq!((state, when), (json!({"seq": 6}), at(9_500)));
     }
 

@@ -216,7 +216,7 @@ impl Receiver {
     /// one after the other, and there is no separate read.
     pub async fn store_event(
         &self,
-        event: Event,
+        mut event: Event,
         raw_envelope: &str,
         source: EventSource,
         dedupe_key: Option<String>,
@@ -226,7 +226,6 @@ impl Receiver {
             .planner
             .as_ref()
             .map(|_| serde_json::from_str::<Value>(raw_envelope).unwrap_or(Value::Null));
-        let mut event = event;
         let payload_text = event.payload_text.take();
         let entity_state = event.entity_id.is_some().then(|| EntityState {
             state: Arc::clone(&event.payload),

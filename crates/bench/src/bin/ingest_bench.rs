@@ -25,7 +25,7 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use clap::Parser;
 use toggl_connect_bench::{
-    BareServer, LoadRun, LoadSpec, MakeRequest, MaxRateArgs, closed_loop, cpu_seconds,
+    BareServer, LoadRun, LoadSpec, MakeRequest, MaxRateArgs, closed_loop, cpu_seconds, listed,
     machine_state, median, memory_kib, mib, open_loop, percentile, post_json,
 };
 use toggl_connect_store::{EntityState, EventSource, NewEvent, Store, StoreOptions, StoreStats};
@@ -432,11 +432,7 @@ async fn main() -> anyhow::Result<()> {
         max_rate,
         median(&bare_rates),
         median(&ratios),
-        ratios
-            .iter()
-            .map(|r| format!("{r:.3}"))
-            .collect::<Vec<_>>()
-            .join(", ")
+        listed(&ratios, 3)
     );
     let (r_cpu, b_cpu): (Vec<f64>, Vec<f64>) = cpu_per_request.iter().copied().unzip();
     let cpu_ratios: Vec<f64> = cpu_per_request.iter().map(|(r, b)| b / r).collect();
@@ -445,20 +441,12 @@ async fn main() -> anyhow::Result<()> {
         median(&r_cpu),
         median(&b_cpu),
         median(&cpu_ratios),
-        cpu_ratios
-            .iter()
-            .map(|r| format!("{r:.3}"))
-            .collect::<Vec<_>>()
-            .join(", ")
+        listed(&cpu_ratios, 3)
     );
     println!(
         "| events per commit (fsync) at saturation | {:.1} (rounds: {}; largest batch {}) | | | ≥ 8 |",
         median(&per_commits),
-        per_commits
-            .iter()
-            .map(|r| format!("{r:.1}"))
-            .collect::<Vec<_>>()
-            .join(", "),
+        listed(&per_commits, 1),
         max_writes_per_commit
     );
     let (acks, stored): (Vec<f64>, Vec<f64>) = store_split.iter().copied().unzip();

@@ -23,8 +23,8 @@ use bytes::Bytes;
 use clap::Parser;
 use hyper::StatusCode;
 use toggl_connect_bench::{
-    BareServer, LoadRun, MakeRequest, MaxRateArgs, closed_loop, fetch, get_request, machine_state,
-    median, memory_kib, mib, percentile, post_json,
+    BareServer, LoadRun, MakeRequest, MaxRateArgs, closed_loop, fetch, get_request, listed,
+    machine_state, median, memory_kib, mib, percentile, post_json,
 };
 use toggl_connect_sandbox::{Plan, Sandbox, SandboxConfig};
 use tokio::io::AsyncBufReadExt as _;
@@ -371,11 +371,7 @@ async fn main() -> anyhow::Result<()> {
             median(&p.sandbox),
             median(&p.bare),
             median(&p.ratios),
-            p.ratios
-                .iter()
-                .map(|r| format!("{r:.3}"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            listed(&p.ratios, 3)
         );
     }
     for p in &pairs {

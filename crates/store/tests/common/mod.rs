@@ -173,6 +173,14 @@ pub fn after_previous() -> Derive {
     })
 }
 
+/// The entity state stored for [`event`]'s entity (time entry 4100000001), if any.
+pub async fn stored_state(store: &Store) -> Option<(serde_json::Value, DateTime<Utc>)> {
+    store
+        .get_entity_state("time_entry", 4_100_000_001)
+        .await
+        .expect("reading the entity state")
+}
+
 /// The triggers stored by a derived insert of `e` with [`after_previous`].
 pub async fn derived_trigger(store: &Store, e: NewEvent) -> String {
     store
