@@ -55,6 +55,7 @@
 mod error;
 mod migrations;
 mod postgres;
+mod snapshot;
 mod sqlite;
 mod types;
 
@@ -65,6 +66,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 pub use error::{BoxError, StoreError};
+pub use snapshot::{Fields, Snapshot};
 pub use types::{
     AttemptOutcome, AttemptRecord, DEFAULT_LIST_LIMIT, Derive, Derived, EntityState, EventFilter,
     EventSource, InsertOutcome, Job, JobDetail, JobFilter, JobStatus, MAX_LIST_LIMIT,

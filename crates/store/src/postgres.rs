@@ -23,7 +23,7 @@ use crate::migrations::{self, Migration};
 use crate::{
     AttemptOutcome, AttemptRecord, Counters, Derive, Derived, EntityState, EventFilter,
     EventSource, InsertOutcome, Job, JobDetail, JobFilter, JobStatus, NewEvent, NewJob,
-    PruneCounts, Secret, StepResult, StoreError, StoreOptions, StoredEvent, Subscription,
+    PruneCounts, Secret, Snapshot, StepResult, StoreError, StoreOptions, StoredEvent, Subscription,
     check_lease,
     types::{PreparedEvent, StateMap, effective_limit},
 };
@@ -580,7 +580,7 @@ impl BatchStatements {
     }
 }
 
-/// How many entity states the batchers keep (each a parsed JSON object, about 1-3 KiB).
+/// How many entity states the batchers keep (each a [`Snapshot`]: its JSON text, about 1 KiB).
 const STATE_CACHE_ENTRIES: usize = 8192;
 
 /// An entity's row in `entity_state` as this instance last wrote or read it.
@@ -589,7 +589,7 @@ enum Known {
     /// No row.
     Absent,
     Row {
-        state: Arc<Value>,
+        state: Arc<Snapshot>,
         at: DateTime<Utc>,
         /// `entity_state.version` (migration 0004): a new one from a sequence on every write.
         version: i64,
@@ -754,7 +754,9 @@ async fn insert_batch_on(
         read.insert(
             (get(row, 0)?, get(row, 1)?),
             Known::Row {
-                state: Arc::new(parse_state(&text)?),
+                state: Arc::new(Snapshot::from_text(text).map_err(|e| {
+                    StoreError::corrupt(format!("an entity state is not JSON: {e}"))
+                })?),
                 at: get(row, 3)?,
                 version: get(row, 4)?,
             },
@@ -805,7 +807,7 @@ async fn write_batch(
     }
     // Each entity's state as the next derivation must see it: the stored one, then moved
     // forward by the batch's own events (newest `at` wins, as the upsert below does).
-    let mut latest: HashMap<(&str, i64), (&Value, DateTime<Utc>)> = previous
+    let mut latest: HashMap<(&str, i64), (&Snapshot, DateTime<Utc>)> = previous
         .iter()
         .filter_map(|((entity, id), known)| match known {
             Known::Absent => None,
@@ -876,18 +878,14 @@ async fn write_batch(
 
     // Entity state: one row per entity (a multi-row upsert may not touch a row twice); the
     // newest `at` wins, and on a tie the later event in the batch, as one by one would.
-    let mut newest: HashMap<(&str, i64), (usize, &EntityState, &str)> = HashMap::new();
+    let mut newest: HashMap<(&str, i64), (usize, &EntityState)> = HashMap::new();
     for &i in &inserts {
-        if let (Some(state), Some(text), Some(entity_id)) = (
-            &ev(i).entity_state,
-            batch[i].event.state_text.as_deref(),
-            ev(i).entity_id,
-        ) {
+        if let (Some(state), Some(entity_id)) = (&ev(i).entity_state, ev(i).entity_id) {
             let slot = newest
                 .entry((ev(i).entity.as_str(), entity_id))
-                .or_insert((i, state, text));
+                .or_insert((i, state));
             if state.at >= slot.1.at {
-                *slot = (i, state, text);
+                *slot = (i, state);
             }
         }
     }
@@ -896,7 +894,7 @@ async fn write_batch(
     let st_key: Vec<&str> = state_rows.iter().map(|r| keys[r.1.0]).collect();
     let st_entity: Vec<&str> = state_rows.iter().map(|r| r.0.0).collect();
     let st_id: Vec<i64> = state_rows.iter().map(|r| r.0.1).collect();
-    let st_state: Vec<&str> = state_rows.iter().map(|r| r.1.2).collect();
+    let st_state: Vec<&str> = state_rows.iter().map(|r| r.1.1.state.text()).collect();
     let st_at: Vec<DateTime<Utc>> = state_rows.iter().map(|r| r.1.1.at).collect();
 
     let (mut j_key, mut j_rule, mut j_index, mut j_name, mut j_payload, mut j_prio, mut j_nb) = (

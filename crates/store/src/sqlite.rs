@@ -17,7 +17,7 @@
 //!
 //! The writer is the one serial stage of every insert, so anything that needs no connection is
 //! done by the caller before it queues the write (`PreparedEvent`), and the entity states that
-//! derivations read are kept parsed in the writer (`StateCache`).
+//! derivations read are kept in the writer as [`Snapshot`]s (`StateCache`).
 //!
 //! A reader (the read pool below, or `events list`) may see a committed row a moment before its
 //! fsync; nothing is ever acknowledged to a writer before it.
@@ -41,7 +41,8 @@ use crate::migrations::{self, Migration};
 use crate::{
     AttemptOutcome, AttemptRecord, Counters, Derive, Derived, EventFilter, EventSource,
     InsertOutcome, Job, JobDetail, JobFilter, JobStatus, NewEvent, NewJob, PruneCounts, Secret,
-    StepResult, StoreError, StoreOptions, StoredEvent, Subscription, check_lease, to_chrono,
+    Snapshot, StepResult, StoreError, StoreOptions, StoredEvent, Subscription, check_lease,
+    to_chrono,
     types::{PreparedEvent, StateMap, effective_limit},
 };
 
@@ -651,7 +652,7 @@ pub(crate) struct StateCache {
 }
 
 struct CachedState {
-    state: Arc<Value>,
+    state: Arc<Snapshot>,
     at_micros: i64,
 }
 
@@ -683,11 +684,7 @@ fn insert_event_tx(
     prepared: PreparedEvent,
     derive: Option<&Derive>,
 ) -> Result<InsertOutcome, StoreError> {
-    let PreparedEvent {
-        mut ev,
-        key,
-        state_text,
-    } = prepared;
+    let PreparedEvent { mut ev, key } = prepared;
     let duplicate = |id| InsertOutcome {
         id,
         duplicate: true,
@@ -711,9 +708,9 @@ fn insert_event_tx(
             Some(entity_id) => {
                 let cache_key = (ev.entity.clone(), entity_id);
                 if states.get(&cache_key).is_none() {
-                    if let Some((state, at)) = read_entity_state(conn, &ev.entity, entity_id)? {
+                    if let Some((text, at)) = read_entity_state(conn, &ev.entity, entity_id)? {
                         let at_micros = micros(at);
-                        let state = Arc::new(state);
+                        let state = Arc::new(snapshot_of(text)?);
                         states.insert(cache_key.clone(), CachedState { state, at_micros });
                     }
                 }
@@ -755,8 +752,7 @@ fn insert_event_tx(
     ])
     .ctx("inserting an event")?;
     let id = conn.last_insert_rowid();
-    if let (Some(state), Some(text), Some(entity_id)) = (&ev.entity_state, state_text, ev.entity_id)
-    {
+    if let (Some(state), Some(entity_id)) = (&ev.entity_state, ev.entity_id) {
         conn.prepare_cached(
             "INSERT INTO entity_state (entity, entity_id, state, at) \
              VALUES (?1, ?2, ?3, ?4) \
@@ -765,7 +761,12 @@ fn insert_event_tx(
              WHERE excluded.at >= entity_state.at",
         )
         .ctx("preparing entity state upsert")?
-        .execute(params![ev.entity, entity_id, text, micros(state.at)])
+        .execute(params![
+            ev.entity,
+            entity_id,
+            state.state.text(),
+            micros(state.at)
+        ])
         .ctx("upserting entity state")?;
     }
     let job_ids = insert_jobs(conn, id, &ev.jobs, now)?;
@@ -798,19 +799,24 @@ fn insert_event_tx(
     })
 }
 
+/// An entity's stored state: its JSON text and its `at`.
 fn read_entity_state(
     conn: &Connection,
     entity: &str,
     entity_id: i64,
-) -> Result<Option<(Value, DateTime<Utc>)>, StoreError> {
+) -> Result<Option<(String, DateTime<Utc>)>, StoreError> {
     let row: Option<(String, i64)> = conn
         .prepare_cached("SELECT state, at FROM entity_state WHERE entity = ?1 AND entity_id = ?2")
         .ctx("preparing entity state read")?
         .query_row(params![entity, entity_id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()
         .ctx("reading entity state")?;
-    row.map(|(s, at)| Ok((parse_json(&s, "entity state")?, from_micros(at)?)))
-        .transpose()
+    row.map(|(s, at)| Ok((s, from_micros(at)?))).transpose()
+}
+
+fn snapshot_of(text: String) -> Result<Snapshot, StoreError> {
+    Snapshot::from_text(text)
+        .map_err(|e| StoreError::corrupt(format!("entity state is not JSON: {e}")))
 }
 
 impl SqliteStore {
@@ -981,8 +987,12 @@ impl SqliteStore {
         entity: String,
         entity_id: i64,
     ) -> Result<Option<(Value, DateTime<Utc>)>, StoreError> {
-        self.read(move |conn| read_entity_state(conn, &entity, entity_id))
-            .await
+        self.read(move |conn| {
+            read_entity_state(conn, &entity, entity_id)?
+                .map(|(text, at)| Ok((parse_json(&text, "entity state")?, at)))
+                .transpose()
+        })
+        .await
     }
 
     pub(crate) async fn list_events(&self, f: EventFilter) -> Result<Vec<StoredEvent>, StoreError> {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::StoreError;
+use crate::{Snapshot, StoreError};
 
 /// Where an event came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -57,24 +57,20 @@ impl fmt::Display for EventSource {
 /// for the same entity can derive `started`/`stopped` triggers by comparing against it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EntityState {
-    /// The entity's JSON as last seen (e.g. the webhook `payload`). Shared, not copied: the
-    /// receiver's derivation reads the same value, and the stores keep it in their caches.
-    pub state: Arc<Value>,
-    /// `state` as JSON text, when the caller has it already (a webhook's `payload` exactly as
-    /// delivered): it is what gets stored, so the store does not serialize `state` again.
-    /// `None` makes the store serialize `state`. It must be the JSON text of `state`.
-    pub text: Option<String>,
+    /// The entity's JSON as last seen (e.g. the webhook `payload`, as delivered). Its text is
+    /// what gets stored. Shared, not copied: the receiver's derivation reads the same snapshot,
+    /// and the stores keep it in their caches.
+    pub state: Arc<Snapshot>,
     /// When Toggl last modified it (its `at`). An update with an older `at` than the stored
     /// one is ignored, so out-of-order deliveries never move the state backwards.
     pub at: DateTime<Utc>,
 }
 
 impl EntityState {
-    /// A state the store serializes itself.
+    /// The state of a parsed value (stored as the value serialized).
     pub fn new(state: Value, at: DateTime<Utc>) -> Self {
         Self {
-            state: Arc::new(state),
-            text: None,
+            state: Arc::new(Snapshot::from_value(state)),
             at,
         }
     }
@@ -179,28 +175,20 @@ impl<V, const N: usize> StateMap<V, N> {
     }
 }
 
-/// An event with the parts of its insert that need no connection already made: its dedupe key
-/// and its entity state's JSON text. Both stores make it in the caller's task, before the insert
-/// is queued: their writer (SQLite) and batchers (PostgreSQL) are the serial stage every event
-/// waits on, so work done here is work taken off that path.
+/// An event with the part of its insert that needs no connection already made: its dedupe
+/// key. Both stores make it in the caller's task, before the insert is queued: their writer
+/// (SQLite) and batchers (PostgreSQL) are the serial stage every event waits on, so work done
+/// here is work taken off that path. (The entity state's text needs no work: a [`Snapshot`]
+/// carries it.)
 pub(crate) struct PreparedEvent {
     pub ev: NewEvent,
     pub key: String,
-    pub state_text: Option<String>,
 }
 
 impl PreparedEvent {
-    pub fn new(mut ev: NewEvent) -> Self {
+    pub fn new(ev: NewEvent) -> Self {
         let key = ev.effective_dedupe_key();
-        let state_text = ev
-            .entity_state
-            .as_mut()
-            .map(|s| s.text.take().unwrap_or_else(|| s.state.to_string()));
-        Self {
-            ev,
-            key,
-            state_text,
-        }
+        Self { ev, key }
     }
 }
 
@@ -250,7 +238,7 @@ impl Derived {
 /// that stores the event, after the dedupe check, so that two deliveries of one entity are
 /// classified one after the other, each against the state the other left. It may be called
 /// more than once for one event (a failed batch is retried event by event): it must be pure.
-pub type Derive = std::sync::Arc<dyn Fn(Option<&Value>) -> Derived + Send + Sync>;
+pub type Derive = std::sync::Arc<dyn Fn(Option<&Snapshot>) -> Derived + Send + Sync>;
 
 /// An event as stored.
 #[derive(Debug, Clone, PartialEq)]

@@ -32,7 +32,7 @@ suite!(
     dedupe_64_concurrent_inserts_store_one,
     dedupe_keys_for_derived_events,
     entity_state_moves_forward_only,
-    entity_state_text_given_by_the_caller_is_what_is_stored,
+    entity_state_is_stored_as_its_text,
     jobs_claimed_exactly_once_by_concurrent_workers,
     claim_order_and_not_before,
     expired_lease_is_taken_over,
@@ -68,7 +68,7 @@ mod cases {
 
     use toggl_connect_store::{
         AttemptOutcome, AttemptRecord, Derive, Derived, EventFilter, EventSource, JobFilter,
-        JobStatus, NewJob, RetentionPolicy, Secret, StoreError, Subscription,
+        JobStatus, NewJob, RetentionPolicy, Secret, Snapshot, StoreError, Subscription,
     };
 
     use crate::common::{
@@ -259,16 +259,34 @@ mod cases {
         assert_eq!(when, at(3_000));
     }
 
-    /// A webhook's payload arrives as text and is stored as that text (the store does not
-    /// serialize the parsed copy again). The text and the value must agree; here they do not,
-    /// on purpose, to show which one reaches the table.
-    pub async fn entity_state_text_given_by_the_caller_is_what_is_stored(t: TestStore) {
-        let s = &t.store;
-        let mut e = event_with_state(1, json!({"from": "value"}), 2_000);
-        e.entity_state.as_mut().expect("state").text = Some(r#"{"from" : "text"}"#.into());
-        s.insert_event(e).await.expect("insert");
-        let (state, _) = stored_state(s).await.expect("stored");
-        assert_eq!(state, json!({"from": "text"}));
+    /// An entity state is stored as its snapshot's text, byte for byte (a webhook's payload as
+    /// delivered), not serialized again; a derivation that reads it back sees that text.
+    pub async fn entity_state_is_stored_as_its_text(t: TestStore) {
+        let text = r#"{"seq" : 1,  "z": [ 1 ], "a": "\u00e9"}"#;
+        let mut e = event_with_state(1, json!({}), 2_000);
+        e.entity_state.as_mut().expect("state").state =
+            Arc::new(Snapshot::from_text(text.to_owned()).expect("json"));
+        t.store.insert_event(e).await.expect("insert");
+        let stored = format!("SELECT count(*) FROM entity_state WHERE state = '{text}'");
+        assert_eq!(t.raw_count(&stored).await, 1, "stored as given");
+        let seen = Arc::new(std::sync::Mutex::new(None));
+        let derive: Derive = {
+            let seen = Arc::clone(&seen);
+            Arc::new(move |previous: Option<&Snapshot>| {
+                *seen.lock().expect("lock") = previous.map(|p| p.text().to_owned());
+                Derived::Store {
+                    trigger: "x".into(),
+                    jobs: Vec::new(),
+                }
+            })
+        };
+        // Another store on the same database: its cache is empty, so it reads the row.
+        let fresh = t.reopen().await;
+        fresh
+            .insert_event_derived(event_with_state(2, json!({"seq": 2}), 3_000), derive)
+            .await
+            .expect("derived insert");
+        assert_eq!(seen.lock().expect("lock").as_deref(), Some(text));
     }
 
     pub async fn jobs_claimed_exactly_once_by_concurrent_workers(t: TestStore) {
@@ -1049,7 +1067,7 @@ mod cases {
             "after_2",
             "the older state 3 was not kept"
         );
-        let failing: Derive = Arc::new(|_: Option<&serde_json::Value>| Derived::Store {
+        let failing: Derive = Arc::new(|_: Option<&Snapshot>| Derived::Store {
             trigger: "never".into(),
             jobs: vec![NewJob {
                 step_index: u32::MAX,
@@ -1105,8 +1123,8 @@ mod cases {
         let s = &t.store;
         let e = event_with_state(42_001, json!({"seq": 9}), 8_000);
         s.insert_event(e).await.expect("first");
-        let refuse: Derive = Arc::new(|previous: Option<&serde_json::Value>| {
-            if previous.is_some_and(|p| p["seq"] == 9) {
+        let refuse: Derive = Arc::new(|previous: Option<&Snapshot>| {
+            if previous.is_some_and(|p| p.value()["seq"] == 9) {
                 Derived::AlreadyStored
             } else {
                 Derived::Store {
@@ -1133,7 +1151,7 @@ mod cases {
     pub async fn a_redelivery_is_a_duplicate_of_its_row_whatever_its_derivation_says(t: TestStore) {
         // The receiver's derivation refuses a version already stored, and a redelivered event
         // is exactly that: it must still come back as a duplicate of its own row.
-        let refuse_known: Derive = Arc::new(|previous: Option<&serde_json::Value>| {
+        let refuse_known: Derive = Arc::new(|previous: Option<&Snapshot>| {
             if previous.is_some() {
                 Derived::AlreadyStored
             } else {

@@ -17,22 +17,15 @@
 //! starts, while an edit of an old entry leaves `stop` in the past. Without history an update is
 //! never `started` (a running entry we have not seen start cannot be told from an edit of it).
 
-use chrono::DateTime;
-use serde_json::Value;
+use toggl_connect_store::{Fields, Snapshot};
 
 use crate::envelope::Event;
 
 /// How close `stop` and `at` must be for an update without history to count as a stop.
 pub const STOP_AT_TOLERANCE_SECS: i64 = 2;
 
-fn stopped_at_change(entry: &Value) -> bool {
-    let time = |k: &str| {
-        entry
-            .get(k)
-            .and_then(Value::as_str)
-            .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-    };
-    match (time("stop"), time("at")) {
+fn stopped_at_change(entry: &Fields) -> bool {
+    match (entry.stop, entry.at) {
         (Some(stop), Some(at)) => (at - stop).num_seconds().abs() <= STOP_AT_TOLERANCE_SECS,
         _ => false,
     }
@@ -54,41 +47,32 @@ impl Classification {
     }
 }
 
-/// Whether a time entry JSON object describes a running entry.
-pub fn is_running(entry: &Value) -> bool {
-    let stop_null = entry.get("stop").is_none_or(Value::is_null);
-    let negative = entry
-        .get("duration")
-        .and_then(Value::as_i64)
-        .is_some_and(|d| d < 0);
-    negative && stop_null
-}
-
-fn has_stop(entry: &Value) -> bool {
-    entry.get("stop").is_some_and(|s| !s.is_null())
+/// Whether a time entry describes a running entry: a negative duration and no `stop`.
+pub fn is_running(entry: &Fields) -> bool {
+    entry.duration.is_some_and(|d| d < 0) && !entry.stop_set
 }
 
 /// Classifies `event`, given the entity's previously stored state when there is one.
-pub fn classify(event: &Event, previous: Option<&Value>) -> Classification {
+pub fn classify(event: &Event, previous: Option<&Snapshot>) -> Classification {
     let base = format!("{}_{}", event.entity, event.action);
     let mut derived = Vec::new();
     if event.entity == "time_entry" {
-        let now_running = is_running(&event.payload);
-        match (event.action.as_str(), previous) {
+        let now = event.payload.fields();
+        let now_running = is_running(now);
+        match (event.action.as_str(), previous.map(Snapshot::fields)) {
             ("created", _) if now_running => derived.push("time_entry_started"),
             ("updated", Some(prev)) => {
                 let was_running = is_running(prev);
                 if now_running && !was_running {
                     derived.push("time_entry_started");
                 }
-                if !has_stop(prev) && was_running && has_stop(&event.payload) {
+                if !prev.stop_set && was_running && now.stop_set {
                     derived.push("time_entry_stopped");
                 }
             }
             ("updated", None) => {
                 let via_stop_call = event.path.as_deref().is_some_and(|p| p.ends_with("/stop"));
-                if has_stop(&event.payload) && (via_stop_call || stopped_at_change(&event.payload))
-                {
+                if now.stop_set && (via_stop_call || stopped_at_change(now)) {
                     derived.push("time_entry_stopped");
                 }
             }
@@ -101,7 +85,7 @@ pub fn classify(event: &Event, previous: Option<&Value>) -> Classification {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use crate::envelope::test_time_entry_event as event;
 
@@ -110,6 +94,9 @@ mod tests {
     }
     fn stopped() -> Value {
         json!({"id":7,"duration":60,"stop":"2025-01-10T09:01:00Z"})
+    }
+    fn state(v: Value) -> Snapshot {
+        Snapshot::from_value(v)
     }
 
     #[test]
@@ -130,7 +117,7 @@ mod tests {
 
     #[test]
     fn stop_is_stopped_not_started() {
-        let c = classify(&event("updated", stopped(), None), Some(&running()));
+        let c = classify(&event("updated", stopped(), None), Some(&state(running())));
         assert_eq!(c.derived, vec!["time_entry_stopped"]);
     }
 
@@ -139,7 +126,7 @@ mod tests {
         let mut edited = stopped();
         edited["description"] = json!("renamed");
         assert!(
-            classify(&event("updated", edited, None), Some(&stopped()))
+            classify(&event("updated", edited, None), Some(&state(stopped())))
                 .derived
                 .is_empty()
         );
@@ -150,7 +137,7 @@ mod tests {
         let mut edited = running();
         edited["description"] = json!("renamed");
         assert!(
-            classify(&event("updated", edited, None), Some(&running()))
+            classify(&event("updated", edited, None), Some(&state(running())))
                 .derived
                 .is_empty()
         );
@@ -158,7 +145,7 @@ mod tests {
 
     #[test]
     fn restart_by_update_is_started() {
-        let c = classify(&event("updated", running(), None), Some(&stopped()));
+        let c = classify(&event("updated", running(), None), Some(&state(stopped())));
         assert_eq!(c.derived, vec!["time_entry_started"]);
     }
 

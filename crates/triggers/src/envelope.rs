@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 use serde_json::value::RawValue;
+use toggl_connect_store::Snapshot;
 
 /// A delivery body that is JSON but not a Toggl envelope, or not JSON at all.
 #[derive(Debug, thiserror::Error)]
@@ -26,10 +27,10 @@ pub enum EnvelopeError {
 }
 
 /// The envelope as it is read: everything is borrowed from the body and read only where needed.
-/// The payload is then parsed from its borrowed text (the derivations need it as JSON), and that
-/// text is kept as the entity state to store, so the store does not serialize it again. Every
-/// delivery goes through this, so it avoids building a JSON map of `metadata` (about a third of
-/// the envelope's strings).
+/// The payload's text becomes a [`Snapshot`], which picks out the few fields the derivations
+/// read without building a JSON tree; that text is also the entity state stored. Every delivery
+/// goes through this, so it avoids building a JSON map of `metadata` (about a third of the
+/// envelope's strings) or of the payload.
 #[derive(Debug, Deserialize)]
 struct Raw<'a> {
     #[serde(borrow)]
@@ -144,11 +145,9 @@ pub struct Event {
     pub path: Option<String>,
     /// When Toggl created the event.
     pub created_at: Option<String>,
-    /// The entity as Toggl sent it (shared with the entity state stored with the event).
-    pub payload: Arc<Value>,
-    /// `payload` exactly as delivered, when it came as text: stored as the entity state.
-    /// `None` (an event built from a listing) makes the store serialize `payload`.
-    pub payload_text: Option<String>,
+    /// The entity as Toggl sent it, byte for byte (shared with the entity state stored with
+    /// the event). `payload.value()` parses it, for the rare reader that needs all of it.
+    pub payload: Arc<Snapshot>,
 }
 
 /// Reads an integer that may arrive as a JSON number or as a decimal string.
@@ -189,17 +188,17 @@ pub fn parse(body: &[u8]) -> Result<Delivery, EnvelopeError> {
     let payload_raw = raw
         .payload
         .ok_or_else(|| EnvelopeError::NotEnvelope("missing payload".into()))?;
-    // Valid JSON: the whole body was parsed around it.
-    let payload: Value = serde_json::from_str(payload_raw.get())
-        .map_err(|e| EnvelopeError::NotEnvelope(format!("payload: {e}")))?;
     let subscription_id = raw.subscription_id.and_then(raw_i64);
-    if payload.as_str() == Some("ping") {
+    if payload_raw.get().starts_with('"') && raw_text(payload_raw).as_deref() == Some("ping") {
         return Ok(Delivery::Ping {
             subscription_id,
             validation_code: raw.validation_code,
             validation_code_url: raw.validation_code_url,
         });
     }
+    // Valid JSON: the whole body was parsed around it.
+    let payload = Snapshot::from_text(payload_raw.get().to_owned())
+        .map_err(|e| EnvelopeError::NotEnvelope(format!("payload: {e}")))?;
     let meta = raw.metadata.unwrap_or_default();
     let meta_get = |key: &str| meta.get(key);
     let event_id = raw
@@ -216,10 +215,10 @@ pub fn parse(body: &[u8]) -> Result<Delivery, EnvelopeError> {
         .ok_or_else(|| EnvelopeError::NotEnvelope("missing or invalid metadata.action".into()))?;
     let workspace_id = meta_get("workspace_id")
         .and_then(raw_i64)
-        .or_else(|| payload.get("workspace_id").and_then(lenient_i64));
+        .or(payload.fields().workspace_id);
     let entity_id = payload
-        .get("id")
-        .and_then(lenient_i64)
+        .fields()
+        .id
         .or_else(|| meta_get(&format!("{entity}_id")).and_then(raw_i64));
     Ok(Delivery::Event(Event {
         event_id,
@@ -232,7 +231,6 @@ pub fn parse(body: &[u8]) -> Result<Delivery, EnvelopeError> {
         entity_id,
         created_at: raw.created_at,
         payload: Arc::new(payload),
-        payload_text: Some(payload_raw.get().to_owned()),
     }))
 }
 
@@ -254,8 +252,7 @@ pub(crate) fn test_time_entry_event(action: &str, payload: Value, path: Option<&
         entity_id: Some(7),
         path: path.map(Into::into),
         created_at: None,
-        payload: Arc::new(payload),
-        payload_text: None,
+        payload: Arc::new(Snapshot::from_value(payload)),
     }
 }
 
@@ -281,11 +278,12 @@ mod tests {
         assert_eq!(e.entity_id, Some(4_100_000_001));
         assert_eq!(e.subscription_id, Some(42));
         assert_eq!(
-            e.payload_text.as_deref(),
-            Some(r#"{"id":4100000001,"workspace_id":9000001,"duration":-1736499600,"stop":null}"#),
+            e.payload.text(),
+            r#"{"id":4100000001,"workspace_id":9000001,"duration":-1736499600,"stop":null}"#,
             "the payload's text is kept exactly as delivered"
         );
-        assert_eq!(e.payload["duration"], -1_736_499_600);
+        assert_eq!(e.payload.fields().duration, Some(-1_736_499_600));
+        assert_eq!(e.payload.value()["duration"], -1_736_499_600);
     }
 
     #[test]

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use toggl_connect_client::{ApiRequest, Client, ClientError, QuotaScope};
-use toggl_connect_store::{EventSource, StoreError};
+use toggl_connect_store::{EventSource, Snapshot, StoreError};
 
 use crate::envelope::{Event, lenient_i64};
 use crate::receiver::Receiver;
@@ -355,8 +355,7 @@ impl Poller {
                 entity_id: Some(id),
                 path: None,
                 created_at: None,
-                payload: Arc::new(item.clone()),
-                payload_text: None,
+                payload: Arc::new(Snapshot::from_value(item.clone())),
             };
             let (_, duplicate) = self
                 .receiver

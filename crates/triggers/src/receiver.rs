@@ -22,11 +22,11 @@ use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::{Json, Router};
-use chrono::Utc;
+use chrono::{DateTime, FixedOffset, Utc};
 use parking_lot::RwLock;
 use serde_json::{Value, json};
 use toggl_connect_store::{
-    Derive, Derived, EntityState, EventSource, NewEvent, NewJob, Store, StoreError,
+    Derive, Derived, EntityState, EventSource, NewEvent, NewJob, Snapshot, Store, StoreError,
 };
 use tokio::sync::broadcast;
 
@@ -216,7 +216,7 @@ impl Receiver {
     /// one after the other, and there is no separate read.
     pub async fn store_event(
         &self,
-        mut event: Event,
+        event: Event,
         raw_envelope: &str,
         source: EventSource,
         dedupe_key: Option<String>,
@@ -226,15 +226,12 @@ impl Receiver {
             .planner
             .as_ref()
             .map(|_| serde_json::from_str::<Value>(raw_envelope).unwrap_or(Value::Null));
-        let payload_text = event.payload_text.take();
         let entity_state = event.entity_id.is_some().then(|| EntityState {
             state: Arc::clone(&event.payload),
-            text: payload_text,
             at: event
                 .payload
-                .get("at")
-                .and_then(Value::as_str)
-                .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+                .fields()
+                .at
                 .map_or_else(Utc::now, |t| t.with_timezone(&Utc)),
         });
         let new_event = NewEvent {
@@ -291,15 +288,17 @@ fn derivation(
     planner: Option<Arc<dyn JobPlanner>>,
     envelope: Option<Value>,
 ) -> Derive {
-    Arc::new(move |previous: Option<&Value>| {
+    Arc::new(move |previous: Option<&Snapshot>| {
         let already = match source {
             EventSource::Webhook => {
-                previous.is_some_and(|state| same_version(state, &event.payload))
+                previous.is_some_and(|state| same_snapshot_version(state, &event.payload))
             }
             // A deletion is news even when `at` did not move.
             EventSource::Poll | EventSource::Catchup => {
                 event.action != "deleted"
-                    && previous.is_some_and(|state| not_newer(state, &event.payload))
+                    && previous.is_some_and(|state| {
+                        at_not_newer(state.fields().at, event.payload.fields().at)
+                    })
             }
             EventSource::Replay => false,
         };
@@ -345,8 +344,7 @@ fn same_value(a: &Value, b: &Value) -> bool {
                 chrono::DateTime::parse_from_rfc3339(x),
                 chrono::DateTime::parse_from_rfc3339(y),
             ) {
-                (Ok(tx), Ok(ty)) if x.contains('.') && y.contains('.') => tx == ty,
-                (Ok(tx), Ok(ty)) => tx.timestamp() == ty.timestamp(),
+                (Ok(tx), Ok(ty)) => same_instant(tx, x.contains('.'), ty, y.contains('.')),
                 _ => false,
             }
         }
@@ -357,6 +355,36 @@ fn same_value(a: &Value, b: &Value) -> bool {
     }
 }
 
+/// Two timestamps of one version: equal instants, or equal to the second when either is given
+/// to the second only.
+fn same_instant(
+    x: DateTime<FixedOffset>,
+    x_fractional: bool,
+    y: DateTime<FixedOffset>,
+    y_fractional: bool,
+) -> bool {
+    if x_fractional && y_fractional {
+        x == y
+    } else {
+        x.timestamp() == y.timestamp()
+    }
+}
+
+/// [`same_version`] of two snapshots, without parsing them when their `at` already differs
+/// (every delivery but a repeat of the same second): `at` is one of the keys that must match.
+fn same_snapshot_version(stored: &Snapshot, incoming: &Snapshot) -> bool {
+    let (a, b) = (stored.fields(), incoming.fields());
+    if !(a.is_object && b.is_object && a.has_at && b.has_at) {
+        return false;
+    }
+    if let (Some(x), Some(y)) = (a.at, b.at) {
+        if !same_instant(x, a.at_fractional, y, b.at_fractional) {
+            return false;
+        }
+    }
+    same_version(stored.value(), incoming.value())
+}
+
 /// Whether `stored` is at least as new as `incoming` (by `at`), so `incoming` tells nothing new.
 pub fn not_newer(stored: &Value, incoming: &Value) -> bool {
     let at = |v: &Value| {
@@ -364,7 +392,14 @@ pub fn not_newer(stored: &Value, incoming: &Value) -> bool {
             .and_then(Value::as_str)
             .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
     };
-    match (at(stored), at(incoming)) {
+    at_not_newer(at(stored), at(incoming))
+}
+
+fn at_not_newer(
+    stored: Option<DateTime<FixedOffset>>,
+    incoming: Option<DateTime<FixedOffset>>,
+) -> bool {
+    match (stored, incoming) {
         (Some(s), Some(i)) => s >= i,
         _ => false,
     }
@@ -583,6 +618,38 @@ mod tests {
         assert!(!same_version(&json!({"id": 1}), &hook), "no at, no verdict");
     }
 
+    /// The snapshots' shortcut (a differing `at` decides without parsing) gives the same answer
+    /// as comparing the parsed values, whichever way `at` is written.
+    #[test]
+    fn snapshot_versions_compare_as_their_values_do() {
+        let states = [
+            json!({"id": 1, "description": "a", "at": "2025-01-10T09:01:01+00:00"}),
+            json!({"id": 1, "description": "a", "at": "2025-01-10T09:01:01.948Z"}),
+            json!({"id": 1, "description": "a", "at": "2025-01-10T09:01:01.5Z"}),
+            json!({"id": 1, "description": "b", "at": "2025-01-10T09:01:01Z"}),
+            json!({"id": 1, "description": "a", "at": "2025-01-10T10:01:01+01:00"}),
+            json!({"id": 1, "description": "a", "at": "2025-01-10T09:01:02Z"}),
+            json!({"id": 1, "description": "a", "at": "yesterday"}),
+            json!({"id": 1, "description": "a", "at": 1_736_499_661}),
+            json!({"id": 1, "description": "a", "at": null}),
+            json!({"id": 1, "description": "a"}),
+            json!(["at"]),
+        ];
+        for a in &states {
+            for b in &states {
+                let (sa, sb) = (
+                    Snapshot::from_value(a.clone()),
+                    Snapshot::from_value(b.clone()),
+                );
+                assert_eq!(
+                    same_snapshot_version(&sa, &sb),
+                    same_version(a, b),
+                    "{a} / {b}"
+                );
+            }
+        }
+    }
+
     fn event(action: &str, at: &str) -> Arc<Event> {
         Arc::new(crate::envelope::test_time_entry_event(
             action,
@@ -592,7 +659,8 @@ mod tests {
     }
 
     fn refused(derive: &Derive, previous: &Value) -> bool {
-        matches!(derive(Some(previous)), Derived::AlreadyStored)
+        let previous = Snapshot::from_value(previous.clone());
+        matches!(derive(Some(&previous)), Derived::AlreadyStored)
     }
 
     /// Catch-up and polling check what is stored before they store an item, but a webhook can

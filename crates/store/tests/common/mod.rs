@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use toggl_connect_store::{
-    Derive, Derived, EntityState, NewEvent, NewJob, Store, StoreOptions, TempSchema,
+    Derive, Derived, EntityState, NewEvent, NewJob, Snapshot, Store, StoreOptions, TempSchema,
 };
 
 /// Environment variable naming the PostgreSQL server the suite also runs against.
@@ -164,9 +164,9 @@ pub fn event_with_state(event_id: i64, state: serde_json::Value, secs: i64) -> N
 /// A derivation whose trigger names the previous state's `seq` (`after_none` without one),
 /// planning one job.
 pub fn after_previous() -> Derive {
-    std::sync::Arc::new(|previous: Option<&serde_json::Value>| Derived::Store {
+    std::sync::Arc::new(|previous: Option<&Snapshot>| Derived::Store {
         trigger: match previous {
-            Some(p) => format!("after_{}", p["seq"]),
+            Some(p) => format!("after_{}", p.value()["seq"]),
             None => "after_none".into(),
         },
         jobs: vec![job("derived", 3)],

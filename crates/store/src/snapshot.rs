@@ -1,0 +1,338 @@
+//! An entity's JSON kept as text, with the few fields the derivations read picked out of it.
+//!
+//! Every delivery's `payload` becomes the entity's stored state, and the state that the next
+//! delivery of the same entity is classified against. Parsed into a JSON tree, each cost about
+//! 3 µs and some thirty allocations on the receiving thread (`bench/ingest/README.md`, session
+//! 6), mostly for fields nothing reads, and the tree was later dropped on the store's writer
+//! thread. A [`Snapshot`] scans the text once for `id`, `workspace_id`, `at`, `stop` and
+//! `duration` and skips the rest without allocating (about 0.6 µs). It parses the whole value
+//! only when something asks for it: a version comparison that `at` cannot decide, or a caller
+//! that wants the JSON.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::OnceLock;
+
+use chrono::{DateTime, FixedOffset};
+use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+/// An entity as JSON: its text (what is stored), its [`Fields`], and its parsed value on demand.
+///
+/// Two snapshots are equal when their texts are.
+pub struct Snapshot {
+    text: String,
+    fields: Fields,
+    value: OnceLock<Value>,
+}
+
+/// The fields of a snapshot that the derivations read, as [`Value`] accessors would give them
+/// (`get("duration").and_then(Value::as_i64)`, and so on). Empty when the JSON is not an object.
+/// A key that appears twice counts with its last value, as in a parsed JSON object.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Fields {
+    /// Whether the JSON is an object.
+    pub is_object: bool,
+    /// `id`, given as a JSON integer or a decimal string.
+    pub id: Option<i64>,
+    /// `workspace_id`, given as a JSON integer or a decimal string.
+    pub workspace_id: Option<i64>,
+    /// Whether the object has an `at` key, whatever its value.
+    pub has_at: bool,
+    /// `at`, when it is an RFC 3339 string.
+    pub at: Option<DateTime<FixedOffset>>,
+    /// Whether `at` is a string with a `.` in it (sub-second digits).
+    pub at_fractional: bool,
+    /// Whether `stop` is present and not `null`.
+    pub stop_set: bool,
+    /// `stop`, when it is an RFC 3339 string.
+    pub stop: Option<DateTime<FixedOffset>>,
+    /// `duration`, when it is a JSON integer.
+    pub duration: Option<i64>,
+}
+
+impl Snapshot {
+    /// A snapshot of JSON text. Fails when `text` is not JSON.
+    pub fn from_text(text: String) -> Result<Snapshot, serde_json::Error> {
+        let fields = if text.trim_start().starts_with('{') {
+            let mut de = serde_json::Deserializer::from_str(&text);
+            let fields = de.deserialize_map(FieldsVisitor)?;
+            de.end()?;
+            fields
+        } else {
+            serde_json::from_str::<IgnoredAny>(&text)?;
+            Fields::default()
+        };
+        Ok(Snapshot {
+            text,
+            fields,
+            value: OnceLock::new(),
+        })
+    }
+
+    /// A snapshot of a parsed value (a listing's item, a test's `json!`): its text is the
+    /// value serialized.
+    pub fn from_value(value: Value) -> Snapshot {
+        let fields = Fields::of(&value);
+        let cell = OnceLock::new();
+        let text = value.to_string();
+        let _ = cell.set(value);
+        Snapshot {
+            text,
+            fields,
+            value: cell,
+        }
+    }
+
+    /// The JSON text, as given or as serialized.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// The fields the derivations read.
+    pub fn fields(&self) -> &Fields {
+        &self.fields
+    }
+
+    /// The whole value, parsed on the first call.
+    pub fn value(&self) -> &Value {
+        self.value.get_or_init(|| {
+            // The text was parsed once already when the snapshot was made: it is JSON.
+            serde_json::from_str(&self.text).unwrap_or(Value::Null)
+        })
+    }
+}
+
+impl Clone for Snapshot {
+    fn clone(&self) -> Self {
+        let value = OnceLock::new();
+        if let Some(v) = self.value.get() {
+            let _ = value.set(v.clone());
+        }
+        Snapshot {
+            text: self.text.clone(),
+            fields: self.fields.clone(),
+            value,
+        }
+    }
+}
+
+impl PartialEq for Snapshot {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Snapshot").field(&self.text).finish()
+    }
+}
+
+impl Fields {
+    /// The fields of a parsed value.
+    fn of(value: &Value) -> Fields {
+        let Some(object) = value.as_object() else {
+            return Fields::default();
+        };
+        let time = |v: &Value| {
+            v.as_str()
+                .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+        };
+        let lenient = |v: &Value| match v {
+            Value::Number(n) => n.as_i64(),
+            Value::String(s) => s.trim().parse().ok(),
+            _ => None,
+        };
+        let at = object.get("at");
+        let stop = object.get("stop");
+        Fields {
+            is_object: true,
+            id: object.get("id").and_then(lenient),
+            workspace_id: object.get("workspace_id").and_then(lenient),
+            has_at: at.is_some(),
+            at: at.and_then(time),
+            at_fractional: at.and_then(Value::as_str).is_some_and(|s| s.contains('.')),
+            stop_set: stop.is_some_and(|s| !s.is_null()),
+            stop: stop.and_then(time),
+            duration: object.get("duration").and_then(Value::as_i64),
+        }
+    }
+
+    /// Takes one entry of the object. Every field of a key is set again from its value, so a
+    /// repeated key ends with its last value.
+    fn take(&mut self, key: &str, raw: &RawValue) {
+        let text = raw.get();
+        match key {
+            "id" => self.id = lenient_i64(text),
+            "workspace_id" => self.workspace_id = lenient_i64(text),
+            "at" => {
+                let s = string(text);
+                self.has_at = true;
+                self.at = s.as_deref().and_then(rfc3339);
+                self.at_fractional = s.is_some_and(|s| s.contains('.'));
+            }
+            "stop" => {
+                self.stop_set = text != "null";
+                self.stop = string(text).as_deref().and_then(rfc3339);
+            }
+            "duration" => self.duration = serde_json::from_str::<i64>(text).ok(),
+            _ => {}
+        }
+    }
+}
+
+fn rfc3339(s: &str) -> Option<DateTime<FixedOffset>> {
+    DateTime::parse_from_rfc3339(s).ok()
+}
+
+/// A JSON string's content, borrowed unless it has escapes; `None` for any other JSON.
+fn string(text: &str) -> Option<Cow<'_, str>> {
+    if !text.starts_with('"') {
+        return None;
+    }
+    match serde_json::from_str::<&str>(text) {
+        Ok(s) => Some(Cow::Borrowed(s)),
+        Err(_) => serde_json::from_str::<String>(text).ok().map(Cow::Owned),
+    }
+}
+
+/// A JSON integer, or a string holding a decimal integer (Toggl sends ids both ways).
+fn lenient_i64(text: &str) -> Option<i64> {
+    match string(text) {
+        Some(s) => s.trim().parse().ok(),
+        None => serde_json::from_str::<i64>(text).ok(),
+    }
+}
+
+/// Reads an object's entries: the ones [`Fields`] knows as borrowed text, the rest skipped.
+struct FieldsVisitor;
+
+impl<'de> Visitor<'de> for FieldsVisitor {
+    type Value = Fields;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields, A::Error> {
+        let mut fields = Fields {
+            is_object: true,
+            ..Fields::default()
+        };
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            match &*key.0 {
+                "id" | "workspace_id" | "at" | "stop" | "duration" => {
+                    let raw: &RawValue = map.next_value()?;
+                    fields.take(&key.0, raw);
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(fields)
+    }
+}
+
+/// An object key, borrowed when it has no escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string key")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(KeyVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// The fields read from the text are the ones read from the parsed value, for every shape
+    /// the derivations meet and some they should not.
+    #[test]
+    fn fields_from_text_are_the_fields_of_the_value() {
+        let cases = [
+            r#"{"id":7,"duration":-1736499600,"stop":null,"at":"2025-01-10T09:01:01Z"}"#,
+            r#"{"id":"7","workspace_id":" 12 ","duration":60,"stop":"2025-01-10T09:01:00Z","at":"2025-01-10T09:01:01.948Z"}"#,
+            r#"{"id":7.5,"duration":60.0,"stop":"yesterday","at":17}"#,
+            r#"{"id":18446744073709551615,"duration":"60","stop":false,"at":null}"#,
+            r#"{"at":"2025-01-10T09:01:01Z","at":"2025-01-10T09:01:02.5+01:00","stop":"2025-01-10T09:00:00Z","stop":null}"#,
+            r#"{"a\u0074":"2025-01-10T09:01:01Z","\u0069d":"\u0037","nested":{"id":9,"at":"x"},"list":[{"stop":1}]}"#,
+            r#"  { }  "#,
+            r#"[{"id":7}]"#,
+            r#""ping""#,
+            "42",
+            "null",
+        ];
+        for text in cases {
+            let from_text = Snapshot::from_text(text.to_owned()).expect(text);
+            let value: Value = serde_json::from_str(text).expect(text);
+            assert_eq!(from_text.fields(), &Fields::of(&value), "{text}");
+            assert_eq!(from_text.value(), &value, "{text}");
+            assert_eq!(from_text.text(), text, "the text is kept as given");
+        }
+    }
+
+    #[test]
+    fn the_fields_hold_what_the_derivations_read() {
+        let s = Snapshot::from_text(
+            r#"{"id":"7","workspace_id":12,"duration":-1,"stop":null,"at":"2025-01-10T09:01:01.5Z","description":"a"}"#
+                .to_owned(),
+        )
+        .expect("json");
+        let f = s.fields();
+        assert!(f.is_object && f.has_at && f.at_fractional);
+        assert_eq!(
+            (f.id, f.workspace_id, f.duration),
+            (Some(7), Some(12), Some(-1))
+        );
+        assert_eq!(f.at.map(|t| t.timestamp_millis()), Some(1_736_499_661_500));
+        assert!(!f.stop_set && f.stop.is_none());
+    }
+
+    #[test]
+    fn text_that_is_not_json_is_refused() {
+        for text in [
+            "",
+            "{",
+            r#"{"id":1,}"#,
+            r#"{"id":1} trailing"#,
+            r#"{"id":01}"#,
+            "nul",
+        ] {
+            assert!(Snapshot::from_text(text.to_owned()).is_err(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn a_snapshot_of_a_value_is_its_serialization() {
+        let value = json!({"id": 7, "stop": "2025-01-10T09:01:00Z", "tags": ["a"]});
+        let s = Snapshot::from_value(value.clone());
+        assert_eq!(s.text(), value.to_string());
+        assert_eq!(s.value(), &value);
+        assert_eq!(s.fields().id, Some(7));
+        assert!(s.fields().stop_set);
+        let again = Snapshot::from_text(s.text().to_owned()).expect("json");
+        assert_eq!(again, s);
+        assert_eq!(again.fields(), s.fields());
+        assert_eq!(s.clone(), s);
+    }
+}
