@@ -691,15 +691,16 @@ fn insert_event_tx(
         job_ids: Vec::new(),
         trigger: String::new(),
     };
-    let existing: Option<i64> = conn
-        .prepare_cached("SELECT id FROM events WHERE dedupe_key = ?1")
-        .ctx("preparing duplicate lookup")?
-        .query_row([&key], |r| r.get(0))
-        .optional()
-        .ctx("looking up a duplicate")?;
-    if let Some(id) = existing {
-        return Ok(duplicate(id));
-    }
+    // The dedupe key is checked by the insert itself (`ON CONFLICT DO NOTHING`), not by a
+    // lookup before it: one probe of the index per event instead of two. So a redelivery is
+    // derived before it is found out; a derivation is pure, and nothing it gives is kept.
+    let existing = |conn: &Connection| -> Result<Option<i64>, StoreError> {
+        conn.prepare_cached("SELECT id FROM events WHERE dedupe_key = ?1")
+            .ctx("preparing duplicate lookup")?
+            .query_row([&key], |r| r.get(0))
+            .optional()
+            .ctx("looking up a duplicate")
+    };
     let mut states = cache.states.lock();
     // What `entity_state` holds for this entity now, when known: `Some(None)` means no row.
     let mut known: Option<Option<i64>> = None;
@@ -721,7 +722,9 @@ fn insert_event_tx(
             None => None,
         };
         match derive(previous).checked()? {
-            Derived::AlreadyStored => return Ok(duplicate(0)),
+            // A redelivery of a stored event is a duplicate of its row, whatever the
+            // derivation says of its version.
+            Derived::AlreadyStored => return Ok(duplicate(existing(conn)?.unwrap_or(0))),
             Derived::Store { trigger, jobs } => {
                 ev.trigger = trigger;
                 ev.jobs = jobs;
@@ -731,26 +734,34 @@ fn insert_event_tx(
     let now = Utc::now();
     // `last_insert_rowid` rather than `RETURNING id`: RETURNING makes SQLite build and drop a
     // temporary table for every insert, which showed in the writer's profile.
-    conn.prepare_cached(
-        "INSERT INTO events (dedupe_key, event_id, subscription_id, workspace_id, \
-         entity, action, trigger_name, entity_id, received_at, envelope, source) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-    )
-    .ctx("preparing event insert")?
-    .execute(params![
-        key,
-        ev.event_id,
-        ev.subscription_id,
-        ev.workspace_id,
-        ev.entity,
-        ev.action,
-        ev.trigger,
-        ev.entity_id,
-        micros(ev.received_at),
-        ev.envelope,
-        ev.source.as_str(),
-    ])
-    .ctx("inserting an event")?;
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO events (dedupe_key, event_id, subscription_id, workspace_id, \
+             entity, action, trigger_name, entity_id, received_at, envelope, source) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
+             ON CONFLICT (dedupe_key) DO NOTHING",
+        )
+        .ctx("preparing event insert")?
+        .execute(params![
+            key,
+            ev.event_id,
+            ev.subscription_id,
+            ev.workspace_id,
+            ev.entity,
+            ev.action,
+            ev.trigger,
+            ev.entity_id,
+            micros(ev.received_at),
+            ev.envelope,
+            ev.source.as_str(),
+        ])
+        .ctx("inserting an event")?;
+    if inserted == 0 {
+        let id = existing(conn)?.ok_or_else(|| {
+            StoreError::corrupt("an event insert conflicted on a dedupe key that is not stored")
+        })?;
+        return Ok(duplicate(id));
+    }
     let id = conn.last_insert_rowid();
     if let (Some(state), Some(entity_id)) = (&ev.entity_state, ev.entity_id) {
         conn.prepare_cached(

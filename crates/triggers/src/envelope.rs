@@ -159,20 +159,33 @@ pub fn lenient_i64(value: &Value) -> Option<i64> {
     }
 }
 
-/// [`lenient_i64`] of a borrowed JSON value.
+/// A borrowed JSON string's content (borrowed unless it has escapes); `None` for other JSON.
+fn raw_str(raw: &RawValue) -> Option<Cow<'_, str>> {
+    let text = raw.get();
+    if !text.starts_with('"') {
+        return None;
+    }
+    match serde_json::from_str::<&str>(text) {
+        Ok(s) => Some(Cow::Borrowed(s)),
+        Err(_) => serde_json::from_str::<String>(text).ok().map(Cow::Owned),
+    }
+}
+
+/// [`lenient_i64`] of a borrowed JSON value, read without building a [`Value`].
 fn raw_i64(raw: &RawValue) -> Option<i64> {
-    match serde_json::from_str::<Value>(raw.get()).ok()? {
-        v @ (Value::Number(_) | Value::String(_)) => lenient_i64(&v),
-        _ => None,
+    match raw_str(raw) {
+        Some(s) => s.trim().parse().ok(),
+        None => serde_json::from_str::<i64>(raw.get()).ok(),
     }
 }
 
 /// A metadata value read as text: strings as they are, numbers written out.
 fn raw_text(raw: &RawValue) -> Option<String> {
-    match serde_json::from_str::<Value>(raw.get()).ok()? {
-        Value::String(s) => Some(s),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
+    match raw_str(raw) {
+        Some(s) => Some(s.into_owned()),
+        None => serde_json::from_str::<serde_json::Number>(raw.get())
+            .ok()
+            .map(|n| n.to_string()),
     }
 }
 
@@ -189,7 +202,7 @@ pub fn parse(body: &[u8]) -> Result<Delivery, EnvelopeError> {
         .payload
         .ok_or_else(|| EnvelopeError::NotEnvelope("missing payload".into()))?;
     let subscription_id = raw.subscription_id.and_then(raw_i64);
-    if payload_raw.get().starts_with('"') && raw_text(payload_raw).as_deref() == Some("ping") {
+    if raw_str(payload_raw).as_deref() == Some("ping") {
         return Ok(Delivery::Ping {
             subscription_id,
             validation_code: raw.validation_code,
@@ -284,6 +297,36 @@ mod tests {
         );
         assert_eq!(e.payload.fields().duration, Some(-1_736_499_600));
         assert_eq!(e.payload.value()["duration"], -1_736_499_600);
+    }
+
+    /// Metadata values are read from their text without a JSON tree, as the tree would read them.
+    #[test]
+    fn metadata_values_read_from_text_as_from_a_value() {
+        for text in [
+            "42",
+            "-7",
+            "4.0",
+            "1e3",
+            "18446744073709551615",
+            r#""42""#,
+            r#"" 42 ""#,
+            r#""4\u0032""#,
+            r#""x""#,
+            "null",
+            "true",
+            "[1]",
+            r#"{"a":1}"#,
+        ] {
+            let raw: &RawValue = serde_json::from_str(text).expect(text);
+            let value: Value = serde_json::from_str(text).expect(text);
+            assert_eq!(raw_i64(raw), lenient_i64(&value), "{text}");
+            let as_text = match &value {
+                Value::String(s) => Some(s.clone()),
+                Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            };
+            assert_eq!(raw_text(raw), as_text, "{text}");
+        }
     }
 
     #[test]

@@ -28,7 +28,7 @@ use serde_json::{Value, json};
 use toggl_connect_store::{
     Derive, Derived, EntityState, EventSource, NewEvent, NewJob, Snapshot, Store, StoreError,
 };
-use tokio::sync::broadcast;
+use tokio::sync::{Notify, broadcast};
 
 use crate::classify::{Classification, classify};
 use crate::envelope::{self, Delivery, Event};
@@ -153,6 +153,7 @@ pub struct Receiver {
     planner: Option<Arc<dyn JobPlanner>>,
     validations: Option<Arc<PendingValidations>>,
     notices: broadcast::Sender<StoredNotice>,
+    jobs_wake: Option<Arc<Notify>>,
     config: ReceiverConfig,
 }
 
@@ -175,6 +176,7 @@ impl Receiver {
             planner: None,
             validations: None,
             notices,
+            jobs_wake: None,
             config,
         }
     }
@@ -190,6 +192,14 @@ impl Receiver {
     #[must_use]
     pub fn with_validations(mut self, validations: Arc<PendingValidations>) -> Self {
         self.validations = Some(validations);
+        self
+    }
+
+    /// Wakes `wake` (the automation worker) whenever a stored event enqueued jobs. Cheaper than
+    /// a [`Receiver::subscribe`] listener, which is woken for every event.
+    #[must_use]
+    pub fn with_jobs_wake(mut self, wake: Arc<Notify>) -> Self {
+        self.jobs_wake = Some(wake);
         self
     }
 
@@ -266,11 +276,19 @@ impl Receiver {
             }
         } else {
             self.metrics.stored();
-            let _ = self.notices.send(StoredNotice {
-                id: outcome.id,
-                triggers: outcome.trigger.split(' ').map(str::to_owned).collect(),
-                jobs: outcome.job_ids.len(),
-            });
+            if !outcome.job_ids.is_empty() {
+                if let Some(wake) = &self.jobs_wake {
+                    wake.notify_one();
+                }
+            }
+            // Built only for someone to read it (the triggers' names are a vector of strings).
+            if self.notices.receiver_count() > 0 {
+                let _ = self.notices.send(StoredNotice {
+                    id: outcome.id,
+                    triggers: outcome.trigger.split(' ').map(str::to_owned).collect(),
+                    jobs: outcome.job_ids.len(),
+                });
+            }
         }
         Ok((outcome.id, outcome.duplicate))
     }
@@ -310,7 +328,7 @@ fn derivation(
             (Some(planner), Some(envelope)) => planner.plan(&event, &classification, envelope),
             _ => Vec::new(),
         };
-        let trigger = classification.all().collect::<Vec<_>>().join(" ");
+        let trigger = classification.joined();
         Derived::Store { trigger, jobs }
     })
 }

@@ -191,11 +191,6 @@ pub async fn start(
         callback_path: cfg.serve.callback_path.clone(),
         max_body_bytes: cfg.serve.max_body_bytes,
     };
-    let receiver = Arc::new(
-        Receiver::new(store.clone(), Arc::clone(&secrets), receiver_config)
-            .with_validations(Arc::clone(&validations))
-            .with_planner(Arc::new(RulesPlanner(Arc::clone(&rules)))),
-    );
     // The worker runs rule steps; a stored event with jobs wakes it at once.
     let worker_config = WorkerConfig {
         worker_id: toggl_connect_triggers::leader::holder_id(),
@@ -211,22 +206,14 @@ pub async fn start(
         Arc::new(connector.clone()),
         worker_config,
     )?;
-    let wake = worker.notifier();
+    let receiver = Arc::new(
+        Receiver::new(store.clone(), Arc::clone(&secrets), receiver_config)
+            .with_validations(Arc::clone(&validations))
+            .with_planner(Arc::new(RulesPlanner(Arc::clone(&rules))))
+            .with_jobs_wake(worker.notifier()),
+    );
     let worker_stop = tokio_util::sync::CancellationToken::new();
     let worker_task = worker.run(worker_stop.clone());
-    {
-        let mut notices = receiver.subscribe();
-        tokio::spawn(async move {
-            loop {
-                match notices.recv().await {
-                    Ok(n) if n.jobs > 0 => wake.notify_one(),
-                    Ok(_) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => wake.notify_one(),
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                }
-            }
-        });
-    }
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let mut tasks = vec![tokio::spawn(async move {
         if let Err(e) = worker_task.await {
