@@ -46,6 +46,10 @@ struct Args {
     /// Distinct time entry ids the events cycle over.
     #[arg(long, default_value_t = 1000)]
     entities: u64,
+    /// Connections for the bare server's maximum-rate phases, when not `--connections`: to
+    /// compare the receiver at its saturation with bare hyper at its own best.
+    #[arg(long)]
+    bare_connections: Option<usize>,
     /// Directory for the temporary SQLite file (default: the system temp dir). It must be on a
     /// real disk: on tmpfs an fsync costs nothing and the figures mean little.
     #[arg(long)]
@@ -302,6 +306,8 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let (spec, warm) = args.load.specs();
+    let mut bare_spec = spec.clone();
+    bare_spec.connections = args.bare_connections.unwrap_or(spec.connections);
     let mut acknowledged = 0;
     let w = closed_loop(receiver_addr, &warm, Arc::clone(&to_receiver)).await?;
     check(&w, "warm-up receiver")?;
@@ -340,7 +346,7 @@ async fn main() -> anyhow::Result<()> {
         };
         let measure_bare = async {
             let cpu0 = cpu_seconds()?;
-            let run = closed_loop(bare.addr(), &spec, Arc::clone(&to_bare)).await?;
+            let run = closed_loop(bare.addr(), &bare_spec, Arc::clone(&to_bare)).await?;
             anyhow::Ok((run, cpu_seconds()? - cpu0))
         };
         let ((r, (commits, writes, pc), max_pc, r_cpu), (b, b_cpu)) = if round % 2 == 0 {
@@ -425,9 +431,14 @@ async fn main() -> anyhow::Result<()> {
     println!();
     println!("| measure | receiver (SQLite, fsync) | bare hyper | ratio / figure | target |");
     println!("|---|---:|---:|---:|---|");
+    let connections = match args.bare_connections {
+        Some(b) if b != args.load.connections => {
+            format!("{} connections, bare {b}", args.load.connections)
+        }
+        _ => format!("{} connections", args.load.connections),
+    };
     println!(
-        "| max req/s, {} connections (median of {} rounds) | {:.0} | {:.0} | {:.3} (rounds: {}) | ≥ 0.35 |",
-        args.load.connections,
+        "| max req/s, {connections} (median of {} rounds) | {:.0} | {:.0} | {:.3} (rounds: {}) | ≥ 0.35 |",
         args.load.rounds,
         max_rate,
         median(&bare_rates),
