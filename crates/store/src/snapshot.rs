@@ -291,6 +291,56 @@ mod tests {
         }
     }
 
+    /// Any JSON value: mostly the five keys, with values of every type (timestamps with and
+    /// without fractions and offsets, integers as strings), nested objects and arrays.
+    fn any_json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            (-1e6f64..1e6).prop_map(Value::from),
+            " ?-?[0-9]{1,10} ?".prop_map(Value::from),
+            (0u32..4_000_000_000, 0u32..1000, any::<bool>()).prop_map(|(secs, ms, utc)| {
+                let t = chrono::DateTime::from_timestamp(i64::from(secs), ms * 1_000_000)
+                    .expect("in range");
+                Value::from(if utc {
+                    t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+                } else {
+                    t.with_timezone(&FixedOffset::east_opt(3600).expect("offset"))
+                        .to_rfc3339()
+                })
+            }),
+            ".{0,8}".prop_map(Value::from),
+        ];
+        let key = prop_oneof![
+            4 => prop::sample::select(vec!["id", "workspace_id", "at", "stop", "duration"])
+                .prop_map(str::to_owned),
+            1 => "[a-z]{1,6}",
+        ];
+        leaf.prop_recursive(3, 32, 8, move |inner| {
+            prop_oneof![
+                1 => prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                3 => prop::collection::vec((key.clone(), inner), 0..8)
+                    .prop_map(|entries| Value::Object(entries.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+        #[test]
+        fn fields_from_any_text_are_the_fields_of_its_value(value in any_json()) {
+            let text = value.to_string();
+            let snapshot = Snapshot::from_text(text.clone()).expect("serialized JSON parses");
+            proptest::prop_assert_eq!(snapshot.fields(), &Fields::of(&value), "{}", text);
+            let pretty = serde_json::to_string_pretty(&value).expect("serializes");
+            let spaced = Snapshot::from_text(pretty).expect("pretty JSON parses");
+            proptest::prop_assert_eq!(spaced.fields(), &Fields::of(&value), "{}", text);
+        }
+    }
+
     #[test]
     fn the_fields_hold_what_the_derivations_read() {
         let s = Snapshot::from_text(
