@@ -167,17 +167,17 @@ impl Fields {
     fn take(&mut self, key: &str, raw: &RawValue) {
         let text = raw.get();
         match key {
-            "id" => self.id = lenient_i64(text),
-            "workspace_id" => self.workspace_id = lenient_i64(text),
+            "id" => self.id = json_lenient_i64(text),
+            "workspace_id" => self.workspace_id = json_lenient_i64(text),
             "at" => {
-                let s = string(text);
+                let s = json_string(text);
                 self.has_at = true;
                 self.at = s.as_deref().and_then(rfc3339);
                 self.at_fractional = s.is_some_and(|s| s.contains('.'));
             }
             "stop" => {
                 self.stop_set = text != "null";
-                self.stop = string(text).as_deref().and_then(rfc3339);
+                self.stop = json_string(text).as_deref().and_then(rfc3339);
             }
             "duration" => self.duration = serde_json::from_str::<i64>(text).ok(),
             _ => {}
@@ -189,8 +189,9 @@ fn rfc3339(s: &str) -> Option<DateTime<FixedOffset>> {
     DateTime::parse_from_rfc3339(s).ok()
 }
 
-/// A JSON string's content, borrowed unless it has escapes; `None` for any other JSON.
-fn string(text: &str) -> Option<Cow<'_, str>> {
+/// The content of a JSON string given as its JSON text, borrowed unless it has escapes; `None`
+/// for any other JSON. (Shared with the envelope parser, which reads metadata values so.)
+pub fn json_string(text: &str) -> Option<Cow<'_, str>> {
     if !text.starts_with('"') {
         return None;
     }
@@ -200,9 +201,10 @@ fn string(text: &str) -> Option<Cow<'_, str>> {
     }
 }
 
-/// A JSON integer, or a string holding a decimal integer (Toggl sends ids both ways).
-fn lenient_i64(text: &str) -> Option<i64> {
-    match string(text) {
+/// A JSON integer, or a JSON string holding a decimal integer (Toggl sends ids both ways),
+/// given as its JSON text.
+pub fn json_lenient_i64(text: &str) -> Option<i64> {
+    match json_string(text) {
         Some(s) => s.trim().parse().ok(),
         None => serde_json::from_str::<i64>(text).ok(),
     }
@@ -223,7 +225,7 @@ impl<'de> Visitor<'de> for FieldsVisitor {
             is_object: true,
             ..Fields::default()
         };
-        while let Some(key) = map.next_key::<Key<'de>>()? {
+        while let Some(key) = map.next_key::<ObjectKey<'de>>()? {
             match &*key.0 {
                 "id" | "workspace_id" | "at" | "stop" | "duration" => {
                     let raw: &RawValue = map.next_value()?;
@@ -238,22 +240,28 @@ impl<'de> Visitor<'de> for FieldsVisitor {
     }
 }
 
-/// An object key, borrowed when it has no escapes.
-struct Key<'a>(Cow<'a, str>);
+/// A JSON object's key, borrowed from the text when it has no escapes. Written out rather than
+/// derived with `#[serde(borrow)]`, which measured slower in the envelope parser (4.6-5.5 µs
+/// per delivery against 3.9-4.1). (Shared with the envelope parser.)
+#[derive(Debug)]
+pub struct ObjectKey<'a>(pub Cow<'a, str>);
 
-impl<'de> Deserialize<'de> for Key<'de> {
+impl<'de> Deserialize<'de> for ObjectKey<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct KeyVisitor;
         impl<'de> Visitor<'de> for KeyVisitor {
-            type Value = Key<'de>;
+            type Value = ObjectKey<'de>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a string key")
             }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Borrowed(v)))
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<ObjectKey<'de>, E> {
+                Ok(ObjectKey(Cow::Borrowed(v)))
             }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v.to_owned())))
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ObjectKey<'de>, E> {
+                Ok(ObjectKey(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<ObjectKey<'de>, E> {
+                Ok(ObjectKey(Cow::Owned(v)))
             }
         }
         d.deserialize_str(KeyVisitor)
