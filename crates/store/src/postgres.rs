@@ -754,9 +754,7 @@ async fn insert_batch_on(
         read.insert(
             (get(row, 0)?, get(row, 1)?),
             Known::Row {
-                state: Arc::new(Snapshot::from_text(text).map_err(|e| {
-                    StoreError::corrupt(format!("an entity state is not JSON: {e}"))
-                })?),
+                state: Arc::new(Snapshot::from_stored(text)?),
                 at: get(row, 3)?,
                 version: get(row, 4)?,
             },

@@ -22,6 +22,7 @@ use serde_json::value::RawValue;
 /// An entity as JSON: its text (what is stored), its [`Fields`], and its parsed value on demand.
 ///
 /// Two snapshots are equal when their texts are.
+#[derive(Clone)]
 pub struct Snapshot {
     text: String,
     fields: Fields,
@@ -76,15 +77,18 @@ impl Snapshot {
     /// A snapshot of a parsed value (a listing's item, a test's `json!`): its text is the
     /// value serialized.
     pub fn from_value(value: Value) -> Snapshot {
-        let fields = Fields::of(&value);
-        let cell = OnceLock::new();
-        let text = value.to_string();
-        let _ = cell.set(value);
         Snapshot {
-            text,
-            fields,
-            value: cell,
+            text: value.to_string(),
+            fields: Fields::of(&value),
+            value: OnceLock::from(value),
         }
+    }
+
+    /// A snapshot of an entity state read back from a store; text that is not JSON there is
+    /// damaged data.
+    pub(crate) fn from_stored(text: String) -> Result<Snapshot, crate::StoreError> {
+        Snapshot::from_text(text)
+            .map_err(|e| crate::StoreError::corrupt(format!("an entity state is not JSON: {e}")))
     }
 
     /// The JSON text, as given or as serialized.
@@ -103,20 +107,6 @@ impl Snapshot {
             // The text was parsed once already when the snapshot was made: it is JSON.
             serde_json::from_str(&self.text).unwrap_or(Value::Null)
         })
-    }
-}
-
-impl Clone for Snapshot {
-    fn clone(&self) -> Self {
-        let value = OnceLock::new();
-        if let Some(v) = self.value.get() {
-            let _ = value.set(v.clone());
-        }
-        Snapshot {
-            text: self.text.clone(),
-            fields: self.fields.clone(),
-            value,
-        }
     }
 }
 

@@ -711,7 +711,7 @@ fn insert_event_tx(
                 if states.get(&cache_key).is_none() {
                     if let Some((text, at)) = read_entity_state(conn, &ev.entity, entity_id)? {
                         let at_micros = micros(at);
-                        let state = Arc::new(snapshot_of(text)?);
+                        let state = Arc::new(Snapshot::from_stored(text)?);
                         states.insert(cache_key.clone(), CachedState { state, at_micros });
                     }
                 }
@@ -823,11 +823,6 @@ fn read_entity_state(
         .optional()
         .ctx("reading entity state")?;
     row.map(|(s, at)| Ok((s, from_micros(at)?))).transpose()
-}
-
-fn snapshot_of(text: String) -> Result<Snapshot, StoreError> {
-    Snapshot::from_text(text)
-        .map_err(|e| StoreError::corrupt(format!("entity state is not JSON: {e}")))
 }
 
 impl SqliteStore {

@@ -235,9 +235,11 @@ impl Derived {
 
 /// Decides an event's triggers and jobs from the entity's previously stored state (`None` when
 /// there is none). [`crate::Store::insert_event_derived`] calls it inside the write transaction
-/// that stores the event, after the dedupe check, so that two deliveries of one entity are
-/// classified one after the other, each against the state the other left. It may be called
-/// more than once for one event (a failed batch is retried event by event): it must be pure.
+/// that stores the event, so that two deliveries of one entity are classified one after the
+/// other, each against the state the other left. It must be pure: it may be called more than
+/// once for one event (a failed batch is retried event by event), and for a redelivery that the
+/// dedupe key then refuses (the stores check the key in the insert itself, after deriving);
+/// what it returns for a duplicate is dropped.
 pub type Derive = std::sync::Arc<dyn Fn(Option<&Snapshot>) -> Derived + Send + Sync>;
 
 /// An event as stored.

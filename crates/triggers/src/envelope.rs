@@ -135,11 +135,6 @@ pub fn lenient_i64(value: &Value) -> Option<i64> {
     }
 }
 
-/// A borrowed JSON string's content (borrowed unless it has escapes); `None` for other JSON.
-fn raw_str(raw: &RawValue) -> Option<Cow<'_, str>> {
-    json_string(raw.get())
-}
-
 /// [`lenient_i64`] of a borrowed JSON value, read without building a [`Value`].
 fn raw_i64(raw: &RawValue) -> Option<i64> {
     json_lenient_i64(raw.get())
@@ -147,7 +142,7 @@ fn raw_i64(raw: &RawValue) -> Option<i64> {
 
 /// A metadata value read as text: strings as they are, numbers written out.
 fn raw_text(raw: &RawValue) -> Option<String> {
-    match raw_str(raw) {
+    match json_string(raw.get()) {
         Some(s) => Some(s.into_owned()),
         None => serde_json::from_str::<serde_json::Number>(raw.get())
             .ok()
@@ -168,7 +163,7 @@ pub fn parse(body: &[u8]) -> Result<Delivery, EnvelopeError> {
         .payload
         .ok_or_else(|| EnvelopeError::NotEnvelope("missing payload".into()))?;
     let subscription_id = raw.subscription_id.and_then(raw_i64);
-    if raw_str(payload_raw).as_deref() == Some("ping") {
+    if json_string(payload_raw.get()).as_deref() == Some("ping") {
         return Ok(Delivery::Ping {
             subscription_id,
             validation_code: raw.validation_code,
