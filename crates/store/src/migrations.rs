@@ -30,6 +30,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "drop_unused_trigger_index",
         sql: include_str!("../migrations/sqlite/0002_drop_unused_trigger_index.sql"),
     },
+    Migration {
+        version: 3,
+        name: "entity_state_by_reference",
+        sql: include_str!("../migrations/sqlite/0003_entity_state_by_reference.sql"),
+    },
 ];
 
 /// PostgreSQL migrations, in order.
@@ -136,7 +141,7 @@ mod tests {
             .iter()
             .map(|m| m.version)
             .collect();
-        assert_eq!(after_first, vec![2], "only what is missing is applied");
+        assert_eq!(after_first, vec![2, 3], "only what is missing is applied");
         let applied: Vec<(u32, String)> = SQLITE
             .iter()
             .map(|m| (m.version, m.name.to_owned()))

@@ -764,18 +764,31 @@ fn insert_event_tx(
     }
     let id = conn.last_insert_rowid();
     if let (Some(state), Some(entity_id)) = (&ev.entity_state, ev.entity_id) {
+        // By reference when the text is part of the envelope just stored (a webhook's
+        // `payload`, as delivered), else inline: see migration 0003.
+        let text = state.state.text();
+        let (inline, reference) = match envelope_range(&ev.envelope, text) {
+            Some((start, len)) => (None, Some((id, start, len))),
+            None => (Some(text), None),
+        };
         conn.prepare_cached(
-            "INSERT INTO entity_state (entity, entity_id, state, at) \
-             VALUES (?1, ?2, ?3, ?4) \
+            "INSERT INTO entity_state \
+             (entity, entity_id, state, event_row_id, state_start, state_len, at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
              ON CONFLICT (entity, entity_id) DO UPDATE \
-             SET state = excluded.state, at = excluded.at \
+             SET state = excluded.state, event_row_id = excluded.event_row_id, \
+             state_start = excluded.state_start, state_len = excluded.state_len, \
+             at = excluded.at \
              WHERE excluded.at >= entity_state.at",
         )
         .ctx("preparing entity state upsert")?
         .execute(params![
             ev.entity,
             entity_id,
-            state.state.text(),
+            inline,
+            reference.map(|r| r.0),
+            reference.map(|r| r.1),
+            reference.map(|r| r.2),
             micros(state.at)
         ])
         .ctx("upserting entity state")?;
@@ -810,19 +823,45 @@ fn insert_event_tx(
     })
 }
 
+/// Where `text` is inside `envelope`, as (byte offset, byte length), when it is there and not
+/// empty. One linear search of the envelope (at most the 1 MiB a body may be).
+fn envelope_range(envelope: &str, text: &str) -> Option<(i64, i64)> {
+    if text.is_empty() {
+        return None;
+    }
+    let start = envelope.find(text)?;
+    Some((i64::try_from(start).ok()?, i64::try_from(text.len()).ok()?))
+}
+
+/// The text of an `entity_state` row, whichever form it is stored in (migration 0003): inline,
+/// or a byte range of the referenced event's envelope. NULL when the referenced event is gone.
+const ENTITY_STATE_TEXT: &str = "COALESCE(s.state, CAST(substr(CAST((SELECT e.envelope \
+     FROM events e WHERE e.id = s.event_row_id) AS BLOB), s.state_start + 1, s.state_len) AS TEXT))";
+
 /// An entity's stored state: its JSON text and its `at`.
 fn read_entity_state(
     conn: &Connection,
     entity: &str,
     entity_id: i64,
 ) -> Result<Option<(String, DateTime<Utc>)>, StoreError> {
-    let row: Option<(String, i64)> = conn
-        .prepare_cached("SELECT state, at FROM entity_state WHERE entity = ?1 AND entity_id = ?2")
+    let row: Option<(Option<String>, i64)> = conn
+        .prepare_cached(&format!(
+            "SELECT {ENTITY_STATE_TEXT}, s.at FROM entity_state s \
+             WHERE s.entity = ?1 AND s.entity_id = ?2"
+        ))
         .ctx("preparing entity state read")?
         .query_row(params![entity, entity_id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()
         .ctx("reading entity state")?;
-    row.map(|(s, at)| Ok((s, from_micros(at)?))).transpose()
+    row.map(|(text, at)| {
+        let text = text.ok_or_else(|| {
+            StoreError::corrupt(format!(
+                "the entity state of {entity} {entity_id} refers to an event that is not stored"
+            ))
+        })?;
+        Ok((text, from_micros(at)?))
+    })
+    .transpose()
 }
 
 impl SqliteStore {
@@ -1516,6 +1555,16 @@ impl SqliteStore {
         jobs_before: DateTime<Utc>,
     ) -> Result<PruneCounts, StoreError> {
         self.write(move |conn| {
+            // The states that refer to an event about to go keep their text (migration 0003).
+            conn.execute(
+                &format!(
+                    "UPDATE entity_state AS s SET state = {ENTITY_STATE_TEXT}, \
+                     event_row_id = NULL, state_start = NULL, state_len = NULL \
+                     WHERE s.event_row_id IN (SELECT id FROM events WHERE received_at < ?1)"
+                ),
+                [micros(events_before)],
+            )
+            .ctx("copying the states of pruned events")?;
             let jobs = conn
                 .execute(
                     "DELETE FROM jobs WHERE status IN ('succeeded', 'dead', 'cancelled') \

@@ -33,6 +33,7 @@ suite!(
     dedupe_keys_for_derived_events,
     entity_state_moves_forward_only,
     entity_state_is_stored_as_its_text,
+    entity_states_outlive_their_pruned_events,
     jobs_claimed_exactly_once_by_concurrent_workers,
     claim_order_and_not_before,
     expired_lease_is_taken_over,
@@ -287,6 +288,70 @@ mod cases {
             .await
             .expect("derived insert");
         assert_eq!(seen.lock().expect("lock").as_deref(), Some(text));
+    }
+
+    /// A state that is its event's `payload`, as delivered, is still there, byte for byte, once
+    /// that event is pruned. (SQLite stores such a state as a reference into the envelope, and
+    /// pruning copies its text first: migration 0003.)
+    pub async fn entity_states_outlive_their_pruned_events(t: TestStore) {
+        // Multi-byte text before the payload: the reference is a byte range, not characters.
+        let payload = r#"{"id":4100000001,"seq":7,"description":"caf\u00e9 ☕"}"#;
+        let mut e = event_with_state(1, json!({}), 2_000);
+        e.envelope =
+            format!(r#"{{"event_id":1,"metadata":{{"name":"Zoë 日本"}},"payload":{payload}}}"#);
+        e.received_at = Utc::now() - chrono::Duration::days(30);
+        e.entity_state.as_mut().expect("state").state =
+            Arc::new(Snapshot::from_text(payload.to_owned()).expect("json"));
+        let id = t.store.insert_event(e).await.expect("insert").id;
+        if t.kind == Kind::Sqlite {
+            let by_reference = format!(
+                "SELECT count(*) FROM entity_state WHERE state IS NULL AND event_row_id = {id}"
+            );
+            assert_eq!(t.raw_count(&by_reference).await, 1, "stored by reference");
+        }
+        let expected: serde_json::Value = serde_json::from_str(payload).expect("json");
+        assert_eq!(stored_state(&t.store).await.expect("state").0, expected);
+
+        let counts = t
+            .store
+            .prune(RetentionPolicy {
+                events_older_than: Duration::from_secs(10 * 86_400),
+                finished_jobs_older_than: Duration::ZERO,
+            })
+            .await
+            .expect("prune");
+        assert_eq!(counts.events, 1);
+        assert!(t.store.get_event(id).await.expect("get").is_none());
+        assert_eq!(
+            stored_state(&t.store).await.expect("state kept").0,
+            expected
+        );
+        if t.kind == Kind::Sqlite {
+            assert_eq!(
+                t.raw_count("SELECT count(*) FROM entity_state WHERE state IS NOT NULL")
+                    .await,
+                1,
+                "the text was copied in before the event went"
+            );
+        }
+        // A store with an empty cache derives from the stored text, byte for byte.
+        let seen = Arc::new(std::sync::Mutex::new(None));
+        let derive: Derive = {
+            let seen = Arc::clone(&seen);
+            Arc::new(move |previous: Option<&Snapshot>| {
+                *seen.lock().expect("lock") = previous.map(|p| p.text().to_owned());
+                Derived::Store {
+                    trigger: "x".into(),
+                    jobs: Vec::new(),
+                }
+            })
+        };
+        t.reopen()
+            .await
+            .insert_event_derived(event_with_state(2, json!({"seq": 8}), 3_000), derive)
+            .await
+            .expect("derived insert");
+        assert_eq!(seen.lock().expect("lock").as_deref(), Some(payload));
     }
 
     pub async fn jobs_claimed_exactly_once_by_concurrent_workers(t: TestStore) {
@@ -728,7 +793,8 @@ mod cases {
         assert_eq!(
             t.raw_count("SELECT count(*) FROM schema_migrations").await,
             match t.kind {
-                Kind::Sqlite => 2,
+                // and 0003_entity_state_by_reference
+                Kind::Sqlite => 3,
                 // and 0003_entity_state_text, 0004_entity_state_version
                 Kind::Postgres => 4,
             },
@@ -1330,6 +1396,42 @@ async fn postgres_upgrade_to_entity_state_versions_keeps_the_states() {
         t.raw_count("SELECT count(DISTINCT version) FROM entity_state")
             .await,
         2
+    );
+    assert_eq!(
+        common::derived_trigger(
+            &upgraded,
+            event_with_state(44_001, json!({"seq": 3}), 2_000_000_000)
+        )
+        .await,
+        "after_1"
+    );
+}
+
+/// A database that migration 0002 left, with an entity state in it, upgrades to 0003: the state
+/// stays inline, and derivations see it as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_upgrade_to_states_by_reference_keeps_the_states() {
+    use common::event_with_state;
+    use serde_json::json;
+    let t = common::sqlite().await;
+    // Back to the table as 0002 left it, holding one state.
+    t.raw_sql(
+        "DROP TABLE entity_state; \
+         CREATE TABLE entity_state (entity TEXT NOT NULL, entity_id INTEGER NOT NULL, \
+         state TEXT NOT NULL, at INTEGER NOT NULL, PRIMARY KEY (entity, entity_id)) WITHOUT ROWID; \
+         DELETE FROM schema_migrations WHERE version = 3; \
+         INSERT INTO entity_state VALUES ('time_entry', 4100000001, '{\"seq\": 1}', 1000000000)",
+    )
+    .await;
+    let upgraded = t.reopen().await;
+    assert_eq!(
+        t.raw_count("SELECT count(*) FROM schema_migrations").await,
+        3
+    );
+    assert_eq!(
+        t.raw_count("SELECT count(*) FROM entity_state WHERE state = '{\"seq\": 1}'")
+            .await,
+        1
     );
     assert_eq!(
         common::derived_trigger(
