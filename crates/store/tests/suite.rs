@@ -270,6 +270,15 @@ mod cases {
         t.store.insert_event(e).await.expect("insert");
         let stored = format!("SELECT count(*) FROM entity_state WHERE state = '{text}'");
         assert_eq!(t.raw_count(&stored).await, 1, "stored as given");
+        assert_eq!(
+            previous_seen_by_a_fresh_store(&t).await.as_deref(),
+            Some(text)
+        );
+    }
+
+    /// The text of time entry 4100000001's state as a derivation sees it in a store with an
+    /// empty cache (another store on `t`'s database, which reads the row).
+    async fn previous_seen_by_a_fresh_store(t: &TestStore) -> Option<String> {
         let seen = Arc::new(std::sync::Mutex::new(None));
         let derive: Derive = {
             let seen = Arc::clone(&seen);
@@ -281,13 +290,12 @@ mod cases {
                 }
             })
         };
-        // Another store on the same database: its cache is empty, so it reads the row.
-        let fresh = t.reopen().await;
-        fresh
-            .insert_event_derived(event_with_state(2, json!({"seq": 2}), 3_000), derive)
+        t.reopen()
+            .await
+            .insert_event_derived(event_with_state(90_001, json!({"seq": 2}), 3_000), derive)
             .await
             .expect("derived insert");
-        assert_eq!(seen.lock().expect("lock").as_deref(), Some(text));
+        seen.lock().expect("lock").take()
     }
 
     /// A state that is its event's `payload`, as delivered, is still there, byte for byte, once
@@ -335,23 +343,10 @@ mod cases {
             );
         }
         // A store with an empty cache derives from the stored text, byte for byte.
-        let seen = Arc::new(std::sync::Mutex::new(None));
-        let derive: Derive = {
-            let seen = Arc::clone(&seen);
-            Arc::new(move |previous: Option<&Snapshot>| {
-                *seen.lock().expect("lock") = previous.map(|p| p.text().to_owned());
-                Derived::Store {
-                    trigger: "x".into(),
-                    jobs: Vec::new(),
-                }
-            })
-        };
-        t.reopen()
-            .await
-            .insert_event_derived(event_with_state(2, json!({"seq": 8}), 3_000), derive)
-            .await
-            .expect("derived insert");
-        assert_eq!(seen.lock().expect("lock").as_deref(), Some(payload));
+        assert_eq!(
+            previous_seen_by_a_fresh_store(&t).await.as_deref(),
+            Some(payload)
+        );
     }
 
     pub async fn jobs_claimed_exactly_once_by_concurrent_workers(t: TestStore) {
@@ -1367,80 +1362,72 @@ async fn sqlite_memory_store_works() {
     assert!(other.get_event(out.id).await.expect("get").is_none());
 }
 
-/// A database that migration 0003 left, with entity states in it, upgrades to 0004: every row
-/// gets a version of its own, and derivations see the states as before.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_upgrade_to_entity_state_versions_keeps_the_states() {
-    use common::event_with_state;
-    use serde_json::json;
-    let Some(t) = common::postgres().await else {
-        eprintln!("{} not set: skipped", common::PG_ENV);
-        return;
-    };
-    // Back to the tables as 0003 left them, holding two states.
-    t.raw_sql(
-        "ALTER TABLE entity_state DROP COLUMN version; DROP SEQUENCE entity_state_version; \
-         ALTER TABLE entity_state RESET (fillfactor); \
-         DELETE FROM schema_migrations WHERE version = 4; \
-         INSERT INTO entity_state (entity, entity_id, state, at) VALUES \
-         ('time_entry', 4100000001, '{\"seq\": 1}', now()), \
-         ('time_entry', 4100000002, '{\"seq\": 2}', now())",
-    )
-    .await;
+/// Takes `t`'s database back to an older schema with `downgrade` (which leaves time entry
+/// 4100000001 with the state `{"seq": 1}`), reopens it, and checks the upgrade: `migrations`
+/// rows recorded, the count query `kept` gives `kept_count`, and a derivation sees the old state.
+async fn assert_upgrade_keeps_states(
+    t: &common::TestStore,
+    downgrade: &str,
+    migrations: i64,
+    kept: &str,
+    kept_count: i64,
+) {
+    t.raw_sql(downgrade).await;
     let upgraded = t.reopen().await;
     assert_eq!(
         t.raw_count("SELECT count(*) FROM schema_migrations").await,
-        4
+        migrations
     );
-    assert_eq!(
-        t.raw_count("SELECT count(DISTINCT version) FROM entity_state")
-            .await,
-        2
-    );
+    assert_eq!(t.raw_count(kept).await, kept_count, "{kept}");
     assert_eq!(
         common::derived_trigger(
             &upgraded,
-            event_with_state(44_001, json!({"seq": 3}), 2_000_000_000)
+            common::event_with_state(44_001, serde_json::json!({"seq": 3}), 2_000_000_000)
         )
         .await,
         "after_1"
     );
 }
 
+/// A database that migration 0003 left, with entity states in it, upgrades to 0004: every row
+/// gets a version of its own, and derivations see the states as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_upgrade_to_entity_state_versions_keeps_the_states() {
+    let Some(t) = common::postgres().await else {
+        eprintln!("{} not set: skipped", common::PG_ENV);
+        return;
+    };
+    assert_upgrade_keeps_states(
+        &t,
+        "ALTER TABLE entity_state DROP COLUMN version; DROP SEQUENCE entity_state_version; \
+         ALTER TABLE entity_state RESET (fillfactor); \
+         DELETE FROM schema_migrations WHERE version = 4; \
+         INSERT INTO entity_state (entity, entity_id, state, at) VALUES \
+         ('time_entry', 4100000001, '{\"seq\": 1}', now()), \
+         ('time_entry', 4100000002, '{\"seq\": 2}', now())",
+        4,
+        "SELECT count(DISTINCT version) FROM entity_state",
+        2,
+    )
+    .await;
+}
+
 /// A database that migration 0002 left, with an entity state in it, upgrades to 0003: the state
 /// stays inline, and derivations see it as before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_upgrade_to_states_by_reference_keeps_the_states() {
-    use common::event_with_state;
-    use serde_json::json;
-    let t = common::sqlite().await;
-    // Back to the table as 0002 left it, holding one state.
-    t.raw_sql(
+    assert_upgrade_keeps_states(
+        &common::sqlite().await,
         "DROP TABLE entity_state; \
          CREATE TABLE entity_state (entity TEXT NOT NULL, entity_id INTEGER NOT NULL, \
          state TEXT NOT NULL, at INTEGER NOT NULL, PRIMARY KEY (entity, entity_id)) WITHOUT ROWID; \
          DELETE FROM schema_migrations WHERE version = 3; \
          INSERT INTO entity_state VALUES ('time_entry', 4100000001, '{\"seq\": 1}', 1000000000)",
+        3,
+        "SELECT count(*) FROM entity_state WHERE state = '{\"seq\": 1}' AND event_row_id IS NULL",
+        1,
     )
     .await;
-    let upgraded = t.reopen().await;
-    assert_eq!(
-        t.raw_count("SELECT count(*) FROM schema_migrations").await,
-        3
-    );
-    assert_eq!(
-        t.raw_count("SELECT count(*) FROM entity_state WHERE state = '{\"seq\": 1}'")
-            .await,
-        1
-    );
-    assert_eq!(
-        common::derived_trigger(
-            &upgraded,
-            event_with_state(44_001, json!({"seq": 3}), 2_000_000_000)
-        )
-        .await,
-        "after_1"
-    );
 }
 
 #[tokio::test]
