@@ -66,7 +66,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 pub use error::{BoxError, StoreError};
-pub use snapshot::{Fields, ObjectKey, Snapshot, json_lenient_i64, json_string};
+pub use snapshot::{Fields, ObjectKey, Snapshot, json_lenient_i64, json_string, lenient_i64};
 pub use types::{
     AttemptOutcome, AttemptRecord, DEFAULT_LIST_LIMIT, Derive, Derived, EntityState, EventFilter,
     EventSource, InsertOutcome, Job, JobDetail, JobFilter, JobStatus, MAX_LIST_LIMIT,

@@ -20,6 +20,7 @@ use tokio_postgres::types::{FromSql, ToSql};
 use tokio_postgres::{NoTls, Row};
 
 use crate::migrations::{self, Migration};
+use crate::snapshot::stored_state_value;
 use crate::{
     AttemptOutcome, AttemptRecord, Counters, Derive, Derived, EntityState, EventFilter,
     EventSource, InsertOutcome, Job, JobDetail, JobFilter, JobStatus, NewEvent, NewJob,
@@ -57,13 +58,6 @@ fn batcher_count(options: &StoreOptions, cores: usize) -> usize {
         .insert_connections
         .unwrap_or_else(|| (options.pool_size / 4).clamp(1, 4).min((cores / 2).max(1)));
     wanted.clamp(1, options.pool_size.saturating_sub(1).max(1))
-}
-
-/// `entity_state.state` is JSON kept as text (migration 0003): only this program reads it, and
-/// whole, so `jsonb`'s parse on every write and print on every read were work for nothing.
-fn parse_state(text: &str) -> Result<Value, StoreError> {
-    serde_json::from_str(text)
-        .map_err(|e| StoreError::corrupt(format!("an entity state is not JSON: {e}")))
 }
 
 type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
@@ -1224,7 +1218,7 @@ impl PgStore {
             .query_rows(
                 "SELECT state, at FROM entity_state WHERE entity = $1 AND entity_id = $2",
                 &[&entity, &entity_id],
-                |r| Ok((parse_state(&get::<String>(r, 0)?)?, get(r, 1)?)),
+                |r| Ok((stored_state_value(&get::<String>(r, 0)?)?, get(r, 1)?)),
             )
             .await?
             .pop())

@@ -87,8 +87,7 @@ impl Snapshot {
     /// A snapshot of an entity state read back from a store; text that is not JSON there is
     /// damaged data.
     pub(crate) fn from_stored(text: String) -> Result<Snapshot, crate::StoreError> {
-        Snapshot::from_text(text)
-            .map_err(|e| crate::StoreError::corrupt(format!("an entity state is not JSON: {e}")))
+        Snapshot::from_text(text).map_err(stored_state_not_json)
     }
 
     /// The JSON text, as given or as serialized.
@@ -128,21 +127,13 @@ impl Fields {
         let Some(object) = value.as_object() else {
             return Fields::default();
         };
-        let time = |v: &Value| {
-            v.as_str()
-                .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-        };
-        let lenient = |v: &Value| match v {
-            Value::Number(n) => n.as_i64(),
-            Value::String(s) => s.trim().parse().ok(),
-            _ => None,
-        };
+        let time = |v: &Value| v.as_str().and_then(rfc3339);
         let at = object.get("at");
         let stop = object.get("stop");
         Fields {
             is_object: true,
-            id: object.get("id").and_then(lenient),
-            workspace_id: object.get("workspace_id").and_then(lenient),
+            id: object.get("id").and_then(lenient_i64),
+            workspace_id: object.get("workspace_id").and_then(lenient_i64),
             has_at: at.is_some(),
             at: at.and_then(time),
             at_fractional: at.and_then(Value::as_str).is_some_and(|s| s.contains('.')),
@@ -175,6 +166,16 @@ impl Fields {
     }
 }
 
+/// The whole value of an entity state read back from a store (for a caller that asks for the
+/// JSON, not a derivation): no [`Snapshot`], whose field scan nobody would read.
+pub(crate) fn stored_state_value(text: &str) -> Result<Value, crate::StoreError> {
+    serde_json::from_str(text).map_err(stored_state_not_json)
+}
+
+fn stored_state_not_json(e: serde_json::Error) -> crate::StoreError {
+    crate::StoreError::corrupt(format!("an entity state is not JSON: {e}"))
+}
+
 fn rfc3339(s: &str) -> Option<DateTime<FixedOffset>> {
     DateTime::parse_from_rfc3339(s).ok()
 }
@@ -191,8 +192,17 @@ pub fn json_string(text: &str) -> Option<Cow<'_, str>> {
     }
 }
 
-/// A JSON integer, or a JSON string holding a decimal integer (Toggl sends ids both ways),
-/// given as its JSON text.
+/// An integer that may arrive as a JSON number or as a decimal string (Toggl sends ids both
+/// ways).
+pub fn lenient_i64(value: &Value) -> Option<i64> {
+    match value {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// [`lenient_i64`] of a value given as its JSON text, read without building a [`Value`].
 pub fn json_lenient_i64(text: &str) -> Option<i64> {
     match json_string(text) {
         Some(s) => s.trim().parse().ok(),

@@ -38,6 +38,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::migrations::{self, Migration};
+use crate::snapshot::stored_state_value;
 use crate::{
     AttemptOutcome, AttemptRecord, Counters, Derive, Derived, EventFilter, EventSource,
     InsertOutcome, Job, JobDetail, JobFilter, JobStatus, NewEvent, NewJob, PruneCounts, Secret,
@@ -1034,7 +1035,7 @@ impl SqliteStore {
     ) -> Result<Option<(Value, DateTime<Utc>)>, StoreError> {
         self.read(move |conn| {
             read_entity_state(conn, &entity, entity_id)?
-                .map(|(text, at)| Ok((parse_json(&text, "entity state")?, at)))
+                .map(|(text, at)| Ok((stored_state_value(&text)?, at)))
                 .transpose()
         })
         .await

@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 use serde::de::{Deserializer, MapAccess, Visitor};
-use serde_json::Value;
 use serde_json::value::RawValue;
+pub use toggl_connect_store::lenient_i64;
 use toggl_connect_store::{ObjectKey, Snapshot, json_lenient_i64, json_string};
 
 /// A delivery body that is JSON but not a Toggl envelope, or not JSON at all.
@@ -126,15 +126,6 @@ pub struct Event {
     pub payload: Arc<Snapshot>,
 }
 
-/// Reads an integer that may arrive as a JSON number or as a decimal string.
-pub fn lenient_i64(value: &Value) -> Option<i64> {
-    match value {
-        Value::Number(n) => n.as_i64(),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
-    }
-}
-
 /// [`lenient_i64`] of a borrowed JSON value, read without building a [`Value`].
 fn raw_i64(raw: &RawValue) -> Option<i64> {
     json_lenient_i64(raw.get())
@@ -215,7 +206,11 @@ fn is_name(s: &str) -> bool {
 
 /// A `time_entry` event about entry 7 in workspace 1, for the crate's unit tests.
 #[cfg(test)]
-pub(crate) fn test_time_entry_event(action: &str, payload: Value, path: Option<&str>) -> Event {
+pub(crate) fn test_time_entry_event(
+    action: &str,
+    payload: serde_json::Value,
+    path: Option<&str>,
+) -> Event {
     Event {
         event_id: 1,
         subscription_id: None,
@@ -233,6 +228,7 @@ pub(crate) fn test_time_entry_event(action: &str, payload: Value, path: Option<&
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     #[test]
     fn parses_a_recorded_shape_event() {
