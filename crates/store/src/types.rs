@@ -64,6 +64,11 @@ pub struct EntityState {
     /// When Toggl last modified it (its `at`). An update with an older `at` than the stored
     /// one is ignored, so out-of-order deliveries never move the state backwards.
     pub at: DateTime<Utc>,
+    /// Where the state's text begins in the event's `envelope` (a byte offset), when the caller
+    /// knows it: the receiver does, having parsed the payload out of the body. A store that
+    /// keeps the state as a reference into the envelope (SQLite) checks it with one comparison
+    /// instead of searching the envelope; a wrong hint only costs that search.
+    pub offset_in_envelope: Option<usize>,
 }
 
 impl EntityState {
@@ -72,6 +77,7 @@ impl EntityState {
         Self {
             state: Arc::new(Snapshot::from_value(state)),
             at,
+            offset_in_envelope: None,
         }
     }
 }

@@ -124,6 +124,10 @@ pub struct Event {
     /// The entity as Toggl sent it, byte for byte (shared with the entity state stored with
     /// the event). `payload.value()` parses it, for the rare reader that needs all of it.
     pub payload: Arc<Snapshot>,
+    /// Where the payload's text begins in the delivery body (a byte offset), when the event was
+    /// parsed from one: the store then keeps the entity state as a reference into the stored
+    /// body without searching for it.
+    pub payload_offset: Option<usize>,
 }
 
 /// [`lenient_i64`] of a borrowed JSON value, read without building a [`Value`].
@@ -161,6 +165,8 @@ pub fn parse(body: &[u8]) -> Result<Delivery, EnvelopeError> {
             validation_code_url: raw.validation_code_url,
         });
     }
+    // Borrowed from `body`, so its address is inside it.
+    let payload_offset = (payload_raw.get().as_ptr() as usize).checked_sub(body.as_ptr() as usize);
     // Valid JSON: the whole body was parsed around it.
     let payload = Snapshot::from_text(payload_raw.get().to_owned())
         .map_err(|e| EnvelopeError::NotEnvelope(format!("payload: {e}")))?;
@@ -196,6 +202,7 @@ pub fn parse(body: &[u8]) -> Result<Delivery, EnvelopeError> {
         entity_id,
         created_at: raw.created_at,
         payload: Arc::new(payload),
+        payload_offset,
     }))
 }
 
@@ -222,6 +229,7 @@ pub(crate) fn test_time_entry_event(
         path: path.map(Into::into),
         created_at: None,
         payload: Arc::new(Snapshot::from_value(payload)),
+        payload_offset: None,
     }
 }
 
@@ -254,6 +262,23 @@ mod tests {
         );
         assert_eq!(e.payload.fields().duration, Some(-1_736_499_600));
         assert_eq!(e.payload.value()["duration"], -1_736_499_600);
+        let at = e.payload_offset.expect("parsed from a body");
+        assert_eq!(
+            &body[at..at + e.payload.text().len()],
+            e.payload.text().as_bytes(),
+            "the offset is where the payload's text is in the body"
+        );
+    }
+
+    #[test]
+    fn the_payload_offset_counts_bytes_and_skips_whitespace() {
+        let body = "{\"metadata\":{\"model\":\"tag\",\"action\":\"updated\",\"note\":\"é✓\"},\"event_id\":5,\n \"payload\" :\t {\"id\":3,\"name\":\"ü\"} }";
+        let e = event_of(body.as_bytes());
+        let at = e.payload_offset.expect("parsed from a body");
+        assert_eq!(
+            &body[at..at + e.payload.text().len()],
+            r#"{"id":3,"name":"ü"}"#
+        );
     }
 
     /// Metadata values are read from their text without a JSON tree, as the tree would read them.

@@ -356,6 +356,7 @@ impl Poller {
                 path: None,
                 created_at: None,
                 payload: Arc::new(Snapshot::from_value(item.clone())),
+                payload_offset: None,
             };
             let (_, duplicate) = self
                 .receiver

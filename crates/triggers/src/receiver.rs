@@ -243,6 +243,7 @@ impl Receiver {
                 .fields()
                 .at
                 .map_or_else(Utc::now, |t| t.with_timezone(&Utc)),
+            offset_in_envelope: event.payload_offset,
         });
         let new_event = NewEvent {
             event_id: event.event_id,
