@@ -364,12 +364,6 @@ async fn commit(
     Ok(())
 }
 
-/// Takes every event insert waiting in the queue (up to `max_batch`) and stores them in one
-/// transaction (see [`insert_batch`]), so concurrent deliveries share round trips and one
-/// commit. Replies after `COMMIT`. If the batch fails for a reason other than a lost database,
-/// each event is retried in a batch of its own, so one bad event cannot fail the others (and an
-/// ambiguous commit is settled by the dedupe key: a retried event that did commit comes back as
-/// a duplicate of itself).
 /// Runs the batchers, with their own connections, on a runtime of their own in a thread of its
 /// own. Each batch is several hops between a batcher and its connection task; on the caller's
 /// runtime every hop waits behind the HTTP tasks, and on a busy two-core machine that stretched
@@ -417,6 +411,8 @@ fn spawn_batchers(
     Ok(())
 }
 
+/// One batcher: a connection of its own, kept while it works ([`run_batches`]) and replaced
+/// when it is lost. Without one, what waits is answered 503 at once.
 async fn run_batcher(
     pool: Pool,
     counters: Arc<Counters>,
@@ -425,17 +421,166 @@ async fn run_batcher(
     max_batch: usize,
 ) {
     loop {
-        let mut batch = Vec::new();
-        // The queue stays locked until this batch has read what it needs and sends its write
-        // (see `insert_batch`): the next batcher collects meanwhile, so it takes everything
-        // that arrived during this batch's first round trip, and its own first round trip
-        // overlaps this one's commit. Without this, batchers split the waiting events among
-        // themselves into small batches.
-        let mut rx = queue.lock().await;
-        match rx.recv().await {
-            Some(first) => batch.push(first),
-            None => return,
+        let connected = match get_client(&pool).await {
+            Ok(client) => BatchStatements::prepare(&client)
+                .await
+                .map(|stmts| (client, stmts)),
+            Err(e) => Err(e),
+        };
+        let open = match connected {
+            Ok((client, stmts)) => {
+                run_batches(&client, &stmts, &counters, &cache, &queue, max_batch).await
+            }
+            // No connection: what waits now is answered 503 (Toggl redelivers), and the next
+            // batch tries again.
+            Err(e) => {
+                tracing::warn!(error = %e, "postgres insert batcher has no connection");
+                let mut rx = queue.lock().await;
+                match rx.recv().await {
+                    Some(first) => {
+                        let _ = first.reply.send(Err(e.to_batch_failure()));
+                        while let Ok(next) = rx.try_recv() {
+                            let _ = next.reply.send(Err(e.to_batch_failure()));
+                        }
+                        true
+                    }
+                    None => false,
+                }
+            }
+        };
+        if !open {
+            return;
         }
+    }
+}
+
+/// A batch whose `COMMIT` has been sent behind its write, and the answers that wait for it.
+struct Pending<'c> {
+    commit: PendingCommit<'c>,
+    answers: Vec<(Reply, InsertOutcome)>,
+}
+
+type Reply = oneshot::Sender<Result<InsertOutcome, StoreError>>;
+
+/// A `COMMIT` in flight on a batcher's connection.
+type PendingCommit<'c> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<(), tokio_postgres::Error>> + Send + 'c>,
+>;
+
+/// Answers a batch once its `COMMIT` is back. A failed `COMMIT` leaves the batch's fate unknown
+/// (503: Toggl redelivers, and the dedupe key settles what did commit), and the state cache
+/// may hold states it did not commit.
+fn settle(
+    counters: &Counters,
+    cache: &StateCache,
+    answers: Vec<(Reply, InsertOutcome)>,
+    committed: Result<(), tokio_postgres::Error>,
+) {
+    match committed {
+        Ok(()) => {
+            counters.committed(answers.len() as u64);
+            for (reply, outcome) in answers {
+                counters.inserted(&outcome);
+                let _ = reply.send(Ok(outcome));
+            }
+        }
+        Err(e) => {
+            cache.clear();
+            let e = map_err(e, "committing an insert batch");
+            tracing::warn!(error = %e, events = answers.len(), "postgres insert batch failed at commit");
+            for (reply, _) in answers {
+                let _ = reply.send(Err(e.to_batch_failure()));
+            }
+        }
+    }
+}
+
+/// A batcher's commits in flight, oldest first (one connection answers in order).
+struct InFlight<'c, 'a> {
+    commits: std::collections::VecDeque<Pending<'c>>,
+    counters: &'a Counters,
+    cache: &'a StateCache,
+}
+
+impl InFlight<'_, '_> {
+    async fn settle_first(&mut self) {
+        if let Some(mut first) = self.commits.pop_front() {
+            let committed = first.commit.as_mut().await;
+            settle(self.counters, self.cache, first.answers, committed);
+        }
+    }
+
+    async fn settle_all(&mut self) {
+        while !self.commits.is_empty() {
+            self.settle_first().await;
+        }
+    }
+
+    /// Waits for `work`, answering each commit as it comes back meanwhile.
+    async fn answering_while<T>(&mut self, work: impl std::future::Future<Output = T>) -> T {
+        let mut work = std::pin::pin!(work);
+        loop {
+            let Some(first) = self.commits.front_mut() else {
+                return work.await;
+            };
+            tokio::select! {
+                biased;
+                committed = first.commit.as_mut() => {
+                    let first = self.commits.pop_front().expect("the first commit");
+                    settle(self.counters, self.cache, first.answers, committed);
+                }
+                done = work.as_mut() => return done,
+            }
+        }
+    }
+}
+
+/// Most batches whose `COMMIT` is in flight on one connection.
+const PIPELINE: usize = 2;
+
+/// Takes every event insert waiting in the queue (up to `max_batch`) and stores them in one
+/// transaction (see [`insert_batch`]), so concurrent deliveries share round trips and one
+/// commit, and answers them once its `COMMIT` is back.
+///
+/// The `COMMIT` goes out right behind the write, and the batcher does not wait for it: as soon
+/// as the write's result is in, it collects and sends the next batch, which the server runs
+/// right after that `COMMIT` (up to [`PIPELINE`] commits in flight). The server never waits for
+/// the batcher between two batches, and the batcher derives the next batch while the server
+/// flushes the WAL. Nothing is answered before its own `COMMIT` is back, so nothing is answered
+/// before it is durable. The next batch may be derived from states whose `COMMIT` is still in
+/// flight; if that `COMMIT` fails, the next batch's write finds the states it expected missing
+/// and takes the long way (see [`insert_batch_on`]).
+///
+/// If a batch fails for a reason other than a lost database, each event is retried in a batch
+/// of its own, so one bad event cannot fail the others (and an ambiguous commit is settled by
+/// the dedupe key: a retried event that did commit comes back as a duplicate of itself).
+///
+/// Returns when the connection is lost (true) or the queue has closed (false).
+async fn run_batches(
+    client: &Object,
+    stmts: &BatchStatements,
+    counters: &Counters,
+    cache: &StateCache,
+    queue: &tokio::sync::Mutex<mpsc::Receiver<InsertRequest>>,
+    max_batch: usize,
+) -> bool {
+    let mut in_flight = InFlight {
+        commits: std::collections::VecDeque::new(),
+        counters,
+        cache,
+    };
+    loop {
+        // Commits in flight are answered while this batcher waits for its turn at the queue
+        // (another batcher may hold it for long) and for work.
+        let mut rx = in_flight.answering_while(queue.lock()).await;
+        if in_flight.commits.len() >= PIPELINE {
+            in_flight.settle_first().await;
+        }
+        let Some(first) = in_flight.answering_while(rx.recv()).await else {
+            in_flight.settle_all().await;
+            return false;
+        };
+        let mut batch = vec![first];
         while batch.len() < max_batch {
             match rx.try_recv() {
                 Ok(next) => batch.push(next),
@@ -443,36 +588,38 @@ async fn run_batcher(
             }
         }
         let all: Vec<&InsertRequest> = batch.iter().collect();
-        match insert_batch(&pool, &cache, &all, Some(rx)).await {
-            Ok(outcomes) => {
-                counters.committed(batch.len() as u64);
-                for (request, outcome) in batch.into_iter().zip(outcomes) {
-                    counters.inserted(&outcome);
-                    let _ = request.reply.send(Ok(outcome));
-                }
-            }
-            // The database is unreachable (or the commit's fate is unknown): everyone gets
-            // 503 now; Toggl redelivers and the dedupe key settles what did commit.
-            Err(e) if e.is_unavailable() => {
-                tracing::warn!(error = %e, events = batch.len(), "postgres insert batch failed");
-                for request in batch {
-                    let _ = request.reply.send(Err(e.to_batch_failure()));
+        let result = insert_batch(client, stmts, cache, &all, Some(rx), true).await;
+        drop(all);
+        match result {
+            Ok((outcomes, commit)) => {
+                let answers: Vec<(Reply, InsertOutcome)> =
+                    batch.into_iter().map(|r| r.reply).zip(outcomes).collect();
+                match commit {
+                    Some(commit) => in_flight.commits.push_back(Pending { commit, answers }),
+                    None => settle(counters, cache, answers, Ok(())),
                 }
             }
             Err(e) => {
+                // Earlier batches first: their commits went out before this batch.
+                in_flight.settle_all().await;
+                if e.is_unavailable() {
+                    tracing::warn!(error = %e, events = batch.len(), "postgres insert batch failed");
+                    for request in batch {
+                        let _ = request.reply.send(Err(e.to_batch_failure()));
+                    }
+                    return true;
+                }
                 tracing::warn!(error = %e, events = batch.len(), "postgres insert batch failed; inserting one by one");
                 let mut unavailable: Option<StoreError> = None;
                 for request in batch {
                     let result = match &unavailable {
                         Some(e) => Err(e.to_batch_failure()),
-                        None => {
-                            insert_batch(&pool, &cache, &[&request], None)
-                                .await
-                                .map(|mut o| {
-                                    counters.committed(1);
-                                    o.remove(0)
-                                })
-                        }
+                        None => insert_batch(client, stmts, cache, &[&request], None, false)
+                            .await
+                            .map(|(mut o, _)| {
+                                counters.committed(1);
+                                o.remove(0)
+                            }),
                     };
                     match &result {
                         Ok(outcome) => counters.inserted(outcome),
@@ -482,6 +629,9 @@ async fn run_batcher(
                         Err(_) => {}
                     }
                     let _ = request.reply.send(result);
+                }
+                if unavailable.is_some() {
+                    return true;
                 }
             }
         }
@@ -660,15 +810,15 @@ enum Planned {
 ///
 /// `queue`, when given, is the batchers' locked queue: it is unlocked just before the write goes
 /// out (see [`run_batcher`]).
-async fn insert_batch(
-    pool: &Pool,
+async fn insert_batch<'c>(
+    client: &'c Object,
+    stmts: &BatchStatements,
     cache: &StateCache,
     batch: &[&InsertRequest],
     queue: Option<QueueGuard<'_>>,
-) -> Result<Vec<InsertOutcome>, StoreError> {
-    let client = get_client(pool).await?;
-    let stmts = BatchStatements::prepare(&client).await?;
-    let result = insert_batch_on(&client, &stmts, cache, batch, queue).await;
+    defer: bool,
+) -> Result<(Vec<InsertOutcome>, Option<PendingCommit<'c>>), StoreError> {
+    let result = insert_batch_on(client, stmts, cache, batch, queue, defer).await;
     if result.is_err() {
         cache.clear();
         // Best effort: leave the pooled connection outside any transaction.
@@ -683,13 +833,14 @@ type QueueGuard<'a> = tokio::sync::MutexGuard<'a, mpsc::Receiver<InsertRequest>>
 /// An entity state a batch's derivations start from.
 type Previous = ((String, i64), Known);
 
-async fn insert_batch_on(
-    client: &Object,
+async fn insert_batch_on<'c>(
+    client: &'c Object,
     stmts: &BatchStatements,
     cache: &StateCache,
     batch: &[&InsertRequest],
     mut queue: Option<QueueGuard<'_>>,
-) -> Result<Vec<InsertOutcome>, StoreError> {
+    defer: bool,
+) -> Result<(Vec<InsertOutcome>, Option<PendingCommit<'c>>), StoreError> {
     let mut lock_keys: Vec<(&str, i64)> = batch
         .iter()
         .filter(|r| r.derive.is_some())
@@ -699,9 +850,18 @@ async fn insert_batch_on(
     lock_keys.dedup();
     if lock_keys.is_empty() {
         // Nothing to read first: the write alone, its own (atomic) transaction.
-        return write_batch(client, stmts, cache, batch, &[], Vec::new(), queue.take())
-            .await?
-            .ok_or_else(|| StoreError::corrupt("an unconditional insert batch was refused"));
+        return write_batch(
+            client,
+            stmts,
+            cache,
+            batch,
+            &[],
+            Vec::new(),
+            queue.take(),
+            defer,
+        )
+        .await?
+        .ok_or_else(|| StoreError::corrupt("an unconditional insert batch was refused"));
     }
     let created: Vec<(&str, i64)> = batch
         .iter()
@@ -722,6 +882,7 @@ async fn insert_batch_on(
             &lock_keys,
             previous,
             queue.take(),
+            defer,
         )
         .await?
         {
@@ -764,9 +925,18 @@ async fn insert_batch_on(
         .collect();
     // True until this transaction ends, and `write_batch` brings the written ones up to date.
     cache.remember(previous.iter().cloned());
-    write_batch(client, stmts, cache, batch, &[], previous, queue.take())
-        .await?
-        .ok_or_else(|| StoreError::corrupt("an insert batch was refused after reading its states"))
+    write_batch(
+        client,
+        stmts,
+        cache,
+        batch,
+        &[],
+        previous,
+        queue.take(),
+        defer,
+    )
+    .await?
+    .ok_or_else(|| StoreError::corrupt("an insert batch was refused after reading its states"))
 }
 
 /// Plans the batch against `previous` (the states of its derived events' entities) and writes
@@ -774,15 +944,17 @@ async fn insert_batch_on(
 /// go out with the write, which then only writes if every state in `previous` is still that
 /// version. Without it, the caller has begun the transaction and read `previous` under the
 /// locks (or nothing needed reading). `None`: a state moved and nothing was written.
-async fn write_batch(
-    client: &Object,
+#[allow(clippy::too_many_arguments)]
+async fn write_batch<'c>(
+    client: &'c Object,
     stmts: &BatchStatements,
     cache: &StateCache,
     batch: &[&InsertRequest],
     lock: &[(&str, i64)],
     previous: Vec<Previous>,
     queue: Option<QueueGuard<'_>>,
-) -> Result<Option<Vec<InsertOutcome>>, StoreError> {
+    defer: bool,
+) -> Result<Option<(Vec<InsertOutcome>, Option<PendingCommit<'c>>)>, StoreError> {
     let keys: Vec<&str> = batch.iter().map(|r| r.event.key.as_str()).collect();
     let in_transaction = !previous.is_empty();
     // What the write checks, in the one-round-trip case.
@@ -953,6 +1125,14 @@ async fn write_batch(
     // Four futures, sent in this order when first polled (one round trip); each must be its
     // own, or the lock would only go out once `BEGIN` has come back, after the write.
     let locking = !lock.is_empty();
+    let mut commit: PendingCommit<'c> = Box::pin(async move {
+        if in_transaction {
+            client.batch_execute("COMMIT").await
+        } else {
+            Ok(())
+        }
+    });
+    let mut deferred = false;
     let (_, _, rows, _) = tokio::try_join!(
         async {
             if locking {
@@ -970,14 +1150,21 @@ async fn write_batch(
         },
         client.query(&stmts.write, &write_params),
         async {
-            if in_transaction {
-                client.batch_execute("COMMIT").await
+            if defer {
+                match futures::poll!(commit.as_mut()) {
+                    std::task::Poll::Ready(r) => r,
+                    std::task::Poll::Pending => {
+                        deferred = true;
+                        Ok(())
+                    }
+                }
             } else {
-                Ok(())
+                commit.as_mut().await
             }
         },
     )
     .ctx("writing an insert batch")?;
+    let mut commit = deferred.then_some(commit);
     let mut new_ids: HashMap<String, i64> = HashMap::new();
     let mut old_ids: HashMap<String, i64> = HashMap::new();
     let mut jobs_by_event: HashMap<i64, Vec<i64>> = HashMap::new();
@@ -994,7 +1181,12 @@ async fn write_batch(
             }
             2 => jobs_by_event.entry(get(row, 3)?).or_default().push(id),
             3 => written.push((get::<String>(row, 2)?, get::<i64>(row, 3)?, id)),
-            _ => return Ok(None),
+            _ => {
+                if let Some(commit) = commit.take() {
+                    commit.await.ctx("committing")?;
+                }
+                return Ok(None);
+            }
         }
     }
     for ids in jobs_by_event.values_mut() {
@@ -1044,7 +1236,7 @@ async fn write_batch(
         first_id.entry(key).or_insert(outcome.id);
         outcomes.push(outcome);
     }
-    Ok(Some(outcomes))
+    Ok(Some((outcomes, commit)))
 }
 
 /// `DROP SCHEMA ... CASCADE` (see [`crate::TempSchema`]); nothing happens if it does not exist.
