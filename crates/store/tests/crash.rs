@@ -6,12 +6,14 @@
 //!
 //! `harness = false`: `main` is the test.
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
 
-use toggl_connect_store::{EventFilter, NewEvent, NewJob, Store, StoreOptions};
+use toggl_connect_store::{NewEvent, NewJob, Store, StoreOptions};
 
 const CHILD_URL: &str = "TOGGL_CONNECT_STORE_CRASH_CHILD_URL";
 const CHILD_ROUND: &str = "TOGGL_CONNECT_STORE_CRASH_CHILD_ROUND";
@@ -187,22 +189,11 @@ fn verify(url: &str, path: &std::path::Path, acked: &HashMap<i64, i64>) {
         let store = Store::open(url, StoreOptions::default())
             .await
             .expect("reopen");
-        let mut out = Vec::new();
-        let mut after = None;
-        loop {
-            let page = store
-                .list_events(EventFilter {
-                    after_id: after,
-                    limit: Some(10_000),
-                    ..EventFilter::default()
-                })
-                .await
-                .expect("list");
-            let Some(last) = page.last() else { break };
-            after = Some(last.id);
-            out.extend(page.iter().map(|e| (e.event_id, e.id)));
-        }
-        out
+        common::all_events(&store)
+            .await
+            .iter()
+            .map(|e| (e.event_id, e.id))
+            .collect()
     });
     let mut seen = HashMap::new();
     for (event_id, row_id) in &stored {

@@ -1486,15 +1486,7 @@ async fn postgres_recovers_after_connections_are_killed() {
     let app = format!("tc_kill_{:08x}", rand::random::<u32>());
     let sep = if base.contains('?') { '&' } else { '?' };
     let url = format!("{base}{sep}application_name={app}");
-    let schema = format!("t_{:016x}", rand::random::<u64>());
-    let _schema = toggl_connect_store::TempSchema::new(base.clone(), schema.clone());
-    let options = toggl_connect_store::StoreOptions {
-        schema: Some(schema),
-        ..Default::default()
-    };
-    let store = toggl_connect_store::Store::open(&url, options)
-        .await
-        .expect("open");
+    let (store, _schema) = common::postgres_at(&base, &url).await;
     store.insert_event(common::event(1)).await.expect("insert");
     let (admin, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
         .await
@@ -1546,15 +1538,7 @@ async fn postgres_a_crash_during_inserts_loses_no_answered_insert() {
         eprintln!("{} and {RESTART_ENV} not both set: skipped", common::PG_ENV);
         return;
     };
-    let schema = format!("t_{:016x}", rand::random::<u64>());
-    let _schema = toggl_connect_store::TempSchema::new(base.clone(), schema.clone());
-    let options = toggl_connect_store::StoreOptions {
-        schema: Some(schema),
-        ..Default::default()
-    };
-    let store = toggl_connect_store::Store::open(&base, options)
-        .await
-        .expect("open");
+    let (store, _schema) = common::postgres_at(&base, &base).await;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writers: Vec<_> = (0..16i64)
         .map(|w| {
@@ -1604,21 +1588,11 @@ async fn postgres_a_crash_during_inserts_loses_no_answered_insert() {
         "fresh ids only"
     );
 
-    let mut stored = std::collections::HashSet::new();
-    let mut after = None;
-    loop {
-        let page = store
-            .list_events(toggl_connect_store::EventFilter {
-                after_id: after,
-                limit: Some(10_000),
-                ..Default::default()
-            })
-            .await
-            .expect("list");
-        let Some(last) = page.last() else { break };
-        after = Some(last.id);
-        stored.extend(page.iter().map(|e| e.event_id));
-    }
+    let stored: std::collections::HashSet<i64> = common::all_events(&store)
+        .await
+        .iter()
+        .map(|e| e.event_id)
+        .collect();
     let missing: Vec<i64> = answered
         .iter()
         .map(|(id, _)| *id)

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use toggl_connect_store::{
-    Derive, Derived, EntityState, NewEvent, NewJob, Snapshot, Store, StoreOptions, TempSchema,
+    Derive, Derived, EntityState, EventFilter, NewEvent, NewJob, Snapshot, Store, StoreOptions,
+    StoredEvent, TempSchema,
 };
 
 /// Environment variable naming the PostgreSQL server the suite also runs against.
@@ -135,6 +136,39 @@ pub async fn postgres() -> Option<TestStore> {
         _dir: None,
         _schema: Some(guard),
     })
+}
+
+/// A PostgreSQL store with default options in a fresh schema of the server at `base`, opened
+/// with `url` (`base` with more connection settings, or `base` itself). The schema goes with
+/// the guard.
+pub async fn postgres_at(base: &str, url: &str) -> (Store, TempSchema) {
+    let schema = format!("t_{:016x}", rand::random::<u64>());
+    let guard = TempSchema::new(base.to_owned(), schema.clone());
+    let options = StoreOptions {
+        schema: Some(schema),
+        ..StoreOptions::default()
+    };
+    let store = Store::open(url, options).await.expect("open postgres");
+    (store, guard)
+}
+
+/// Every event in the store, in row id order.
+pub async fn all_events(store: &Store) -> Vec<StoredEvent> {
+    let mut out: Vec<StoredEvent> = Vec::new();
+    loop {
+        let page = store
+            .list_events(EventFilter {
+                after_id: out.last().map(|e| e.id),
+                limit: Some(10_000),
+                ..EventFilter::default()
+            })
+            .await
+            .expect("list events");
+        if page.is_empty() {
+            return out;
+        }
+        out.extend(page);
+    }
 }
 
 /// A webhook event with Toggl event id `event_id`.
