@@ -570,8 +570,12 @@ async fn run_batches(
         cache,
     };
     loop {
-        // Commits in flight are answered while this batcher waits for its turn at the queue
-        // (another batcher may hold it for long) and for work.
+        // The queue stays locked until this batch has read what it needs and sends its write
+        // (see `insert_batch`): the next batcher collects meanwhile, so it takes everything
+        // that arrived during this batch's first round trip. Without this, batchers split the
+        // waiting events among themselves into small batches. Commits in flight are answered
+        // while this batcher waits for its turn at the queue (another batcher may hold it for
+        // long) and for work.
         let mut rx = in_flight.answering_while(queue.lock()).await;
         if in_flight.commits.len() >= PIPELINE {
             in_flight.settle_first().await;
