@@ -48,8 +48,10 @@ struct Inner {
 struct InsertRequest {
     event: PreparedEvent,
     derive: Option<Derive>,
-    reply: oneshot::Sender<Result<InsertOutcome, StoreError>>,
+    reply: Reply,
 }
+
+type Reply = oneshot::Sender<Result<InsertOutcome, StoreError>>;
 
 /// How many batcher tasks share the event queue (see [`StoreOptions::insert_connections`]),
 /// always leaving at least one connection to everything else.
@@ -460,8 +462,6 @@ struct Pending<'c> {
     answers: Vec<(Reply, InsertOutcome)>,
 }
 
-type Reply = oneshot::Sender<Result<InsertOutcome, StoreError>>;
-
 /// A `COMMIT` in flight on a batcher's connection.
 type PendingCommit<'c> = std::pin::Pin<
     Box<dyn std::future::Future<Output = Result<(), tokio_postgres::Error>> + Send + 'c>,
@@ -502,7 +502,16 @@ struct InFlight<'c, 'a> {
     cache: &'a StateCache,
 }
 
-impl InFlight<'_, '_> {
+impl<'c> InFlight<'c, '_> {
+    /// A batch written: answered when its `COMMIT` is back, or now if it had none (a lone
+    /// statement commits by itself).
+    fn add(&mut self, answers: Vec<(Reply, InsertOutcome)>, commit: Option<PendingCommit<'c>>) {
+        match commit {
+            Some(commit) => self.commits.push_back(Pending { commit, answers }),
+            None => settle(self.counters, self.cache, answers, Ok(())),
+        }
+    }
+
     async fn settle_first(&mut self) {
         if let Some(mut first) = self.commits.pop_front() {
             let committed = first.commit.as_mut().await;
@@ -592,16 +601,12 @@ async fn run_batches(
             }
         }
         let all: Vec<&InsertRequest> = batch.iter().collect();
-        let result = insert_batch(client, stmts, cache, &all, Some(rx), true).await;
+        let result = insert_batch(client, stmts, cache, &all, Some(rx)).await;
         drop(all);
         match result {
             Ok((outcomes, commit)) => {
-                let answers: Vec<(Reply, InsertOutcome)> =
-                    batch.into_iter().map(|r| r.reply).zip(outcomes).collect();
-                match commit {
-                    Some(commit) => in_flight.commits.push_back(Pending { commit, answers }),
-                    None => settle(counters, cache, answers, Ok(())),
-                }
+                let answers = batch.into_iter().map(|r| r.reply).zip(outcomes).collect();
+                in_flight.add(answers, commit);
             }
             Err(e) => {
                 // Earlier batches first: their commits went out before this batch.
@@ -616,24 +621,24 @@ async fn run_batches(
                 tracing::warn!(error = %e, events = batch.len(), "postgres insert batch failed; inserting one by one");
                 let mut unavailable: Option<StoreError> = None;
                 for request in batch {
-                    let result = match &unavailable {
-                        Some(e) => Err(e.to_batch_failure()),
-                        None => insert_batch(client, stmts, cache, &[&request], None, false)
-                            .await
-                            .map(|(mut o, _)| {
-                                counters.committed(1);
-                                o.remove(0)
-                            }),
-                    };
-                    match &result {
-                        Ok(outcome) => counters.inserted(outcome),
-                        Err(e) if e.is_unavailable() && unavailable.is_none() => {
-                            unavailable = Some(e.to_batch_failure());
-                        }
-                        Err(_) => {}
+                    if let Some(e) = &unavailable {
+                        let _ = request.reply.send(Err(e.to_batch_failure()));
+                        continue;
                     }
-                    let _ = request.reply.send(result);
+                    match insert_batch(client, stmts, cache, &[&request], None).await {
+                        Ok((outcomes, commit)) => {
+                            let answers = std::iter::once(request.reply).zip(outcomes).collect();
+                            in_flight.add(answers, commit);
+                        }
+                        Err(e) => {
+                            if e.is_unavailable() {
+                                unavailable = Some(e.to_batch_failure());
+                            }
+                            let _ = request.reply.send(Err(e));
+                        }
+                    }
                 }
+                in_flight.settle_all().await;
                 if unavailable.is_some() {
                     return true;
                 }
@@ -812,17 +817,20 @@ enum Planned {
 ///   together; then the derivations run here in batch order (each seeing the state the earlier
 ///   events of the batch leave), and the write goes with `COMMIT`.
 ///
+/// Returns the outcomes with the batch's `COMMIT`, sent behind the write but not yet answered
+/// (`None` for a lone statement, which commits by itself): nothing is durable before the
+/// caller has it back (see [`run_batches`]).
+///
 /// `queue`, when given, is the batchers' locked queue: it is unlocked just before the write goes
-/// out (see [`run_batcher`]).
+/// out.
 async fn insert_batch<'c>(
     client: &'c Object,
     stmts: &BatchStatements,
     cache: &StateCache,
     batch: &[&InsertRequest],
     queue: Option<QueueGuard<'_>>,
-    defer: bool,
 ) -> Result<(Vec<InsertOutcome>, Option<PendingCommit<'c>>), StoreError> {
-    let result = insert_batch_on(client, stmts, cache, batch, queue, defer).await;
+    let result = insert_batch_on(client, stmts, cache, batch, queue).await;
     if result.is_err() {
         cache.clear();
         // Best effort: leave the pooled connection outside any transaction.
@@ -843,7 +851,6 @@ async fn insert_batch_on<'c>(
     cache: &StateCache,
     batch: &[&InsertRequest],
     mut queue: Option<QueueGuard<'_>>,
-    defer: bool,
 ) -> Result<(Vec<InsertOutcome>, Option<PendingCommit<'c>>), StoreError> {
     let mut lock_keys: Vec<(&str, i64)> = batch
         .iter()
@@ -854,18 +861,9 @@ async fn insert_batch_on<'c>(
     lock_keys.dedup();
     if lock_keys.is_empty() {
         // Nothing to read first: the write alone, its own (atomic) transaction.
-        return write_batch(
-            client,
-            stmts,
-            cache,
-            batch,
-            &[],
-            Vec::new(),
-            queue.take(),
-            defer,
-        )
-        .await?
-        .ok_or_else(|| StoreError::corrupt("an unconditional insert batch was refused"));
+        return write_batch(client, stmts, cache, batch, &[], Vec::new(), queue.take())
+            .await?
+            .ok_or_else(|| StoreError::corrupt("an unconditional insert batch was refused"));
     }
     let created: Vec<(&str, i64)> = batch
         .iter()
@@ -886,7 +884,6 @@ async fn insert_batch_on<'c>(
             &lock_keys,
             previous,
             queue.take(),
-            defer,
         )
         .await?
         {
@@ -929,26 +926,17 @@ async fn insert_batch_on<'c>(
         .collect();
     // True until this transaction ends, and `write_batch` brings the written ones up to date.
     cache.remember(previous.iter().cloned());
-    write_batch(
-        client,
-        stmts,
-        cache,
-        batch,
-        &[],
-        previous,
-        queue.take(),
-        defer,
-    )
-    .await?
-    .ok_or_else(|| StoreError::corrupt("an insert batch was refused after reading its states"))
+    write_batch(client, stmts, cache, batch, &[], previous, queue.take())
+        .await?
+        .ok_or_else(|| StoreError::corrupt("an insert batch was refused after reading its states"))
 }
 
 /// Plans the batch against `previous` (the states of its derived events' entities) and writes
 /// it. With `lock` (the batch's entities), the transaction starts here: `BEGIN` and the locks
 /// go out with the write, which then only writes if every state in `previous` is still that
 /// version. Without it, the caller has begun the transaction and read `previous` under the
-/// locks (or nothing needed reading). `None`: a state moved and nothing was written.
-#[allow(clippy::too_many_arguments)]
+/// locks (or nothing needed reading). `None`: a state moved and nothing was written (the
+/// transaction is then over). The `COMMIT` is returned in flight, as [`insert_batch`] says.
 async fn write_batch<'c>(
     client: &'c Object,
     stmts: &BatchStatements,
@@ -957,7 +945,6 @@ async fn write_batch<'c>(
     lock: &[(&str, i64)],
     previous: Vec<Previous>,
     queue: Option<QueueGuard<'_>>,
-    defer: bool,
 ) -> Result<Option<(Vec<InsertOutcome>, Option<PendingCommit<'c>>)>, StoreError> {
     let keys: Vec<&str> = batch.iter().map(|r| r.event.key.as_str()).collect();
     let in_transaction = !previous.is_empty();
@@ -1154,16 +1141,13 @@ async fn write_batch<'c>(
         },
         client.query(&stmts.write, &write_params),
         async {
-            if defer {
-                match futures::poll!(commit.as_mut()) {
-                    std::task::Poll::Ready(r) => r,
-                    std::task::Poll::Pending => {
-                        deferred = true;
-                        Ok(())
-                    }
+            // Sent now, right behind the write; the caller awaits the answer.
+            match futures::poll!(commit.as_mut()) {
+                std::task::Poll::Ready(r) => r,
+                std::task::Poll::Pending => {
+                    deferred = true;
+                    Ok(())
                 }
-            } else {
-                commit.as_mut().await
             }
         },
     )
