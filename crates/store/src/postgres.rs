@@ -601,7 +601,12 @@ async fn run_batches(
             }
         }
         let all: Vec<&InsertRequest> = batch.iter().collect();
-        let result = insert_batch(client, stmts, cache, &all, Some(rx)).await;
+        // The last batch's `COMMIT` comes back while this write is out: it is answered then,
+        // not once this write is back. (Waiting held every answer back by a write's round trip,
+        // about 250 µs: 8 clients went from 0.63 of pgbench to 0.78.)
+        let result = in_flight
+            .answering_while(insert_batch(client, stmts, cache, &all, Some(rx)))
+            .await;
         drop(all);
         match result {
             Ok((outcomes, commit)) => {
