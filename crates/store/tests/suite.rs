@@ -49,6 +49,7 @@ suite!(
     prune_respects_jobs_and_retention_floor,
     ping_and_stats,
     group_commit_batches_concurrent_inserts,
+    answers_reach_callers_on_any_runtime_or_none,
     concurrent_inserts_keep_their_jobs_and_newest_state,
     one_bad_event_does_not_fail_its_batch,
     derived_insert_sees_the_previous_state_and_sets_triggers_and_jobs,
@@ -1017,6 +1018,102 @@ mod cases {
             t.kind,
             events as f64 / commits as f64
         );
+    }
+
+    /// Inserts from callers on other runtimes (threads of their own), from outside any
+    /// runtime, and from a runtime that shuts down with its insert in flight: every caller
+    /// still waiting is answered with its own row, the store carries on, and the event whose
+    /// caller went away is stored once at most.
+    pub async fn answers_reach_callers_on_any_runtime_or_none(t: TestStore) {
+        let on_thread = |store: toggl_connect_store::Store, first: i64| {
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                runtime.block_on(async move {
+                    let tasks: Vec<_> = (first..first + 40)
+                        .map(|id| {
+                            let store = store.clone();
+                            tokio::spawn(async move { store.insert_event(event(id)).await })
+                        })
+                        .collect();
+                    let mut outs = Vec::new();
+                    for task in tasks {
+                        outs.push(task.await.expect("join").expect("insert"));
+                    }
+                    outs
+                })
+            })
+        };
+        let threads: Vec<_> = (0..3)
+            .map(|r| on_thread(t.store.clone(), 30_000 + r * 100))
+            .collect();
+        let own: Vec<_> = (30_300..30_340)
+            .map(|id| {
+                let store = t.store.clone();
+                tokio::spawn(async move { store.insert_event(event(id)).await })
+            })
+            .collect();
+        let outside = {
+            let store = t.store.clone();
+            std::thread::spawn(move || {
+                futures::executor::block_on(store.insert_event(event(30_400)))
+            })
+        };
+        let mut outs = Vec::new();
+        for task in own {
+            outs.push(task.await.expect("join").expect("insert"));
+        }
+        for thread in threads {
+            outs.extend(thread.join().expect("caller thread"));
+        }
+        outs.push(
+            outside
+                .join()
+                .expect("caller thread")
+                .expect("an insert from outside any runtime"),
+        );
+        assert!(outs.iter().all(|o| !o.duplicate));
+        let ids: HashSet<i64> = outs.iter().map(|o| o.id).collect();
+        assert_eq!(ids.len(), 161, "every caller answered with its own row");
+
+        // Callers whose runtime goes away before, while or after their insert is in flight.
+        let gone: Vec<i64> = (30_500..30_520).collect();
+        let store = t.store.clone();
+        let leaving = gone.clone();
+        std::thread::spawn(move || {
+            for (n, id) in leaving.into_iter().enumerate() {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                let store = store.clone();
+                drop(runtime.spawn(async move { store.insert_event(event(id)).await }));
+                std::thread::sleep(Duration::from_micros(150 * n as u64));
+                runtime.shutdown_background();
+            }
+        })
+        .join()
+        .expect("caller thread");
+        let later = t
+            .store
+            .insert_event(event(30_600))
+            .await
+            .expect("insert after");
+        assert!(!later.duplicate);
+        for &id in &gone {
+            t.store.insert_event(event(id)).await.expect("insert again");
+        }
+        let events = crate::common::all_events(&t.store).await;
+        for id in gone {
+            let stored = events.iter().filter(|e| e.event_id == id).count();
+            assert_eq!(
+                stored, 1,
+                "event {id}, whose caller went away, is stored once"
+            );
+        }
     }
 
     pub async fn concurrent_inserts_keep_their_jobs_and_newest_state(t: TestStore) {
