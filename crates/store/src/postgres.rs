@@ -81,7 +81,7 @@ impl Reply {
 /// an interrupt to another CPU), and all of it on the batchers' thread, between a write's
 /// result and the next batch. One spawn per runtime is one remote schedule; the callers are then
 /// woken from inside, onto that worker's own queue. At 16 clients this took the receiver from
-/// 0.77-0.80 of pgbench to 1.00-1.01 (`bench/ingest_pg/README.md`).
+/// 0.77-0.80 of pgbench to 1.00-1.06 (`bench/ingest_pg/README.md`).
 ///
 /// A caller whose runtime has shut down is not waiting any more: the task is dropped unrun, and
 /// so is its answer.
@@ -664,7 +664,7 @@ async fn run_batches(
         let all: Vec<&InsertRequest> = batch.iter().collect();
         // The last batch's `COMMIT` comes back while this write is out: it is answered then,
         // not once this write is back. (Waiting held every answer back by a write's round trip,
-        // about 250 µs: 8 clients went from 0.63 of pgbench to 0.78.)
+        // about 250 µs: 8 clients went from 0.61-0.63 of pgbench to 0.80.)
         let result = in_flight
             .answering_while(insert_batch(client, stmts, cache, &all, Some(rx)))
             .await;
