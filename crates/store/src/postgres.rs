@@ -54,8 +54,10 @@ struct InsertRequest {
 /// Where an insert's answer goes.
 struct Reply {
     tx: oneshot::Sender<Result<InsertOutcome, StoreError>>,
-    /// The runtime the caller waits on (none outside a Tokio runtime): a committed batch's
-    /// answers are sent from there (see [`answer`]).
+    /// The multi-thread runtime the caller waits on: a committed batch's answers are sent from
+    /// there (see [`answer`]). None for any other caller, answered directly: a current-thread
+    /// runtime may have nobody running its tasks (a caller in `Handle::block_on` on a thread of
+    /// its own), and there is none outside a runtime.
     runtime: Option<tokio::runtime::Handle>,
 }
 
@@ -63,7 +65,9 @@ impl Reply {
     fn new(tx: oneshot::Sender<Result<InsertOutcome, StoreError>>) -> Reply {
         Reply {
             tx,
-            runtime: tokio::runtime::Handle::try_current().ok(),
+            runtime: tokio::runtime::Handle::try_current()
+                .ok()
+                .filter(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread),
         }
     }
 

@@ -1021,7 +1021,8 @@ mod cases {
     }
 
     /// Inserts from callers on other runtimes (threads of their own), from outside any
-    /// runtime, and from a runtime that shuts down with its insert in flight: every caller
+    /// runtime, blocking on a current-thread runtime's handle that nothing else drives, and
+    /// from a runtime that shuts down with its insert in flight: every caller
     /// still waiting is answered with its own row, the store carries on, and the event whose
     /// caller went away is stored once at most.
     pub async fn answers_reach_callers_on_any_runtime_or_none(t: TestStore) {
@@ -1061,6 +1062,25 @@ mod cases {
                 futures::executor::block_on(store.insert_event(event(30_400)))
             })
         };
+        // Blocking on a current-thread runtime's handle from a thread of its own: nothing runs
+        // that runtime's tasks, so the answer must not wait for one.
+        let blocked = {
+            let store = t.store.clone();
+            let (done_tx, done) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                let handle = runtime.handle().clone();
+                let answer =
+                    std::thread::spawn(move || handle.block_on(store.insert_event(event(30_410))))
+                        .join()
+                        .expect("caller thread");
+                let _ = done_tx.send(answer);
+            });
+            done
+        };
         let mut outs = Vec::new();
         for task in own {
             outs.push(task.await.expect("join").expect("insert"));
@@ -1074,9 +1094,15 @@ mod cases {
                 .expect("caller thread")
                 .expect("an insert from outside any runtime"),
         );
+        outs.push(
+            blocked
+                .recv_timeout(Duration::from_secs(30))
+                .expect("a caller blocking on a current-thread handle is answered")
+                .expect("insert"),
+        );
         assert!(outs.iter().all(|o| !o.duplicate));
         let ids: HashSet<i64> = outs.iter().map(|o| o.id).collect();
-        assert_eq!(ids.len(), 161, "every caller answered with its own row");
+        assert_eq!(ids.len(), 162, "every caller answered with its own row");
 
         // Callers whose runtime goes away before, while or after their insert is in flight.
         let gone: Vec<i64> = (30_500..30_520).collect();
