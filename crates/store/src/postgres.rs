@@ -71,7 +71,7 @@ impl Reply {
         }
     }
 
-    /// Answers now, from this thread (failures: rare, and never in a hurry).
+    /// Answers from the thread this runs on (see [`answer`] for a committed batch's).
     fn send(self, answer: Result<InsertOutcome, StoreError>) {
         let _ = self.tx.send(answer);
     }
@@ -87,34 +87,27 @@ impl Reply {
 /// woken from inside, onto that worker's own queue. At 16 clients this took the receiver from
 /// 0.77-0.80 of pgbench to 1.00-1.06 (`bench/ingest_pg/README.md`).
 ///
-/// A caller whose runtime has shut down is not waiting any more: the task is dropped unrun, and
+/// A caller without a runtime to answer it from (see [`Reply::runtime`]) is answered here. A
+/// caller whose runtime has shut down is not waiting any more: the task is dropped unrun, and
 /// so is its answer.
 fn answer(answers: Vec<(Reply, InsertOutcome)>) {
-    type Answers = Vec<(
-        oneshot::Sender<Result<InsertOutcome, StoreError>>,
-        InsertOutcome,
-    )>;
-    let mut by_runtime: Vec<(Option<tokio::runtime::Handle>, Answers)> = Vec::with_capacity(1);
+    let mut by_runtime: Vec<(tokio::runtime::Handle, Vec<(Reply, InsertOutcome)>)> = Vec::new();
     for (reply, outcome) in answers {
-        let id = reply.runtime.as_ref().map(tokio::runtime::Handle::id);
-        match by_runtime
-            .iter_mut()
-            .find(|(runtime, _)| runtime.as_ref().map(tokio::runtime::Handle::id) == id)
-        {
-            Some((_, group)) => group.push((reply.tx, outcome)),
-            None => by_runtime.push((reply.runtime, vec![(reply.tx, outcome)])),
+        let Some(runtime) = reply.runtime.clone() else {
+            reply.send(Ok(outcome));
+            continue;
+        };
+        match by_runtime.iter_mut().find(|(r, _)| r.id() == runtime.id()) {
+            Some((_, group)) => group.push((reply, outcome)),
+            None => by_runtime.push((runtime, vec![(reply, outcome)])),
         }
     }
     for (runtime, group) in by_runtime {
-        let send_all = move || {
-            for (tx, outcome) in group {
-                let _ = tx.send(Ok(outcome));
+        drop(runtime.spawn(async move {
+            for (reply, outcome) in group {
+                reply.send(Ok(outcome));
             }
-        };
-        match runtime {
-            Some(runtime) => drop(runtime.spawn(async move { send_all() })),
-            None => send_all(),
-        }
+        }));
     }
 }
 
